@@ -1,0 +1,3 @@
+from readapt.cli import main
+
+raise SystemExit(main())

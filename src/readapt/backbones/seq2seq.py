@@ -1,0 +1,72 @@
+"""Encoder-decoder backbones (T5, mT5): one frozen pass, plus what the READ Joiner needs.
+
+The decoder already ran on the *uncorrected* encoder output. To first order, an encoder
+correction d_enc reaches decoder layer i through its cross-attention's value path:
+
+    c_i = O_i . A_i . (d_enc V_i)
+
+with A_i the backbone's own cross-attention probabilities (kept from the frozen pass) and V_i,
+O_i that layer's frozen value and output projections. The key path (how d_enc would shift A_i)
+is dropped: a documented first-order approximation (DESIGN.md section 1). These are fixed linear
+maps, so gradients reach the encoder side network without differentiating any backbone layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from readapt.backbones import BackboneStates, freeze
+
+
+class Seq2SeqBackbone:
+    family = "seq2seq"
+    norm = "rmsnorm"
+
+    def __init__(self, model: nn.Module):
+        if not hasattr(model, "decoder") or not hasattr(model, "lm_head"):
+            raise ValueError("T5 backbones must be loaded with AutoModelForSeq2SeqLM (they need the LM head)")
+        # Only eager attention returns the cross-attention probabilities the Joiner reuses.
+        model.set_attn_implementation("eager")
+        self.model = freeze(model)
+        config = model.config
+        self.hidden_size: int = config.d_model
+        self.num_layers: int = config.num_decoder_layers
+        self.num_encoder_layers: int = config.num_layers
+        self.eps: float = config.layer_norm_epsilon
+
+    @torch.no_grad()
+    def run(self, input_ids, attention_mask, labels=None, decoder_input_ids=None,
+            decoder_attention_mask=None, **_) -> BackboneStates:
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("an encoder-decoder forward needs labels or decoder_input_ids")
+            decoder_input_ids = self.model._shift_right(labels)
+        if decoder_attention_mask is None:
+            decoder_attention_mask = torch.ones_like(decoder_input_ids)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                         decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+                         output_hidden_states=True, output_attentions=True, use_cache=False, return_dict=True)
+        return BackboneStates(
+            hidden_states=tuple(out.decoder_hidden_states), attention_mask=decoder_attention_mask,
+            encoder_hidden_states=tuple(out.encoder_hidden_states), encoder_attention_mask=attention_mask,
+            cross_attentions=tuple(out.cross_attentions))
+
+    def cross_attention(self, layer: int) -> nn.Module:
+        """The frozen cross-attention module of decoder layer ``layer`` (1-based)."""
+        return self.model.decoder.block[layer - 1].layer[1].EncDecAttention
+
+    def cross_value_path(self, layer: int, d_enc: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """c_i = O_i . A_i . (d_enc V_i): (B, T_enc, d), (B, H, T_dec, T_enc) -> (B, T_dec, d)."""
+        attn = self.cross_attention(layer)
+        b, t_enc, _ = d_enc.shape
+        v = F.linear(d_enc, attn.v.weight).view(b, t_enc, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
+        context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, probs.shape[2], attn.inner_dim)
+        return F.linear(context, attn.o.weight)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # T5 rescales the decoder output before a tied LM head (config.scale_decoder_outputs).
+        if getattr(self.model.config, "scale_decoder_outputs", self.model.config.tie_word_embeddings):
+            hidden = hidden * (self.hidden_size ** -0.5)
+        return self.model.lm_head(hidden)

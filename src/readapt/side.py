@@ -1,0 +1,96 @@
+"""The READ side network: a small RNN that walks a frozen backbone's layers and learns a correction.
+
+READ - REcurrent ADaptation of large transformers (Wang et al., Meta AI, 2023)
+https://arxiv.org/abs/2305.15348
+
+    frozen backbone, run once under no_grad              side network (trained)
+    tokens -> [emb] -> [layer 1] -> [layer 2] -> ... -> [layer N] -------------(+)--> head
+                           |            |                   |                   ^
+                           v            v                   v                   |
+                       Joiner_1     Joiner_2     ...    Joiner_N                |
+                           |            |                   |                   |
+               h_0=0 -> [RNN cell] -> [RNN cell] -> ... -> [RNN cell] -> mean -> W_out (r -> d)
+
+Fine-tuning would move the final state by d_N = phi_N' - phi_N, and to first order
+d_i ~= J_i d_{i-1} + dF_i(phi_{i-1}): a recurrence over depth. The RNN learns it. Each token is
+its own sequence of N steps (RNN batch = tokens), and one RNN serves every layer, so the side
+network's size depends on the width d and r, never on the depth N.
+
+This module takes tensors only (it knows no Hugging Face class): backbones/ produce the states,
+model.py wires them together.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+_RNNS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+
+
+class RMSNorm(nn.Module):
+    """Scale-only norm, for backbones that use RMSNorm themselves (T5, Llama)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    return RMSNorm(dim, eps) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=eps)
+
+
+class Joiner(nn.Module):
+    """Builds the RNN input at each layer: x_i = norm(phi_i) * input_scale.
+
+    With ``cross=True`` (the decoder of an encoder-decoder model) it also takes c_i, the
+    first-order effect of the encoder's correction on decoder layer i through the frozen
+    cross-attention's value path, and merges the two: x_i = proj([norm(phi_i) * s, c_i]).
+    """
+
+    def __init__(self, dim: int, norm: str = "layernorm", eps: float = 1e-12,
+                 input_scale: float = 1.0, cross: bool = False):
+        super().__init__()
+        self.norm = make_norm(norm, dim, eps)
+        self.input_scale = input_scale
+        self.proj = nn.Linear(2 * dim, dim) if cross else None
+
+    def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.norm(states) * self.input_scale
+        if self.proj is None:
+            return x
+        if cross is None:
+            raise ValueError("this Joiner merges a cross-attention term: pass cross=")
+        return self.proj(torch.cat([x, cross.to(x.dtype)], dim=-1))
+
+
+class SideNetwork(nn.Module):
+    """RNN over depth + aggregation + zero-initialised W_out.
+
+    forward(states (L, M, d), cross (L, M, d) or None) -> correction (M, d)
+    where L is the number of layers read and M the number of token sequences.
+    """
+
+    def __init__(self, dim: int, rnn_dim: int = 128, rnn_type: str = "gru", aggregation: str = "mean",
+                 norm: str = "layernorm", eps: float = 1e-12, input_scale: float = 1.0,
+                 output_scale: float = 1.0, cross: bool = False):
+        super().__init__()
+        self.joiner = Joiner(dim, norm, eps, input_scale, cross)
+        self.rnn = _RNNS[rnn_type](dim, rnn_dim)  # (L, M, d) layout: time = depth
+        self.aggregation = aggregation
+        self.output_scale = output_scale
+        self.out = nn.Linear(rnn_dim, dim, bias=False)
+        # Zero init: before the first update the model is exactly the frozen backbone.
+        nn.init.zeros_(self.out.weight)
+
+    def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.joiner(states.to(self.out.weight.dtype), cross)
+        outputs, _ = self.rnn(x)                     # h_0 = 0
+        agg = outputs.mean(0) if self.aggregation == "mean" else outputs[-1]
+        return self.output_scale * self.out(agg)

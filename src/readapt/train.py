@@ -1,0 +1,375 @@
+"""The training loop: explicit and readable, the same for READ and every peer method.
+
+    data -> backbone (frozen or not: the method decides) -> head -> loss
+    AdamW, linear warmup + linear decay, gradient clipping, evaluation each epoch,
+    best checkpoint kept, atomic checkpoints every --save-every steps and each epoch, --resume.
+
+A run directory holds, when training ends:
+    run_config.json      what was trained, on what, with which options (eval/predict read it)
+    metrics.json         scores, cost (time, memory, energy), parameter counts, the exact argv
+    read_config.json + read_model.safetensors   (READ: loads with ReadModel.from_pretrained)
+    trainable.safetensors                       (other methods: what they train)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from readapt import checkpoint as ckpt
+from readapt.backbones.loading import load_pretrained
+from readapt.config import CONFIG_NAME, WEIGHTS_NAME
+from readapt.data import TaskData, TaskSpec, collate, compute_metrics, encode, encode_text_to_text, load_task
+from readapt.measure import Meter
+from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
+
+RUN_CONFIG = "run_config.json"
+METRICS = "metrics.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, out of memory); the message says what to do."""
+
+
+@dataclass
+class TrainArgs:
+    model: str = field(metadata={"help": "backbone: a local folder or a Hugging Face Hub id"})
+    output: str = field(metadata={"help": "run directory to create (refused if it holds another run)"})
+    task: Optional[str] = field(default=None, metadata={
+        "help": "rotten_tomatoes or glue/<cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli>; omit with --train-file"})
+    method: str = field(default="read", metadata={"help": "read, full, probe, bitfit, lora, prompt, adapter or lst"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training set"})
+    batch_size: int = field(default=32, metadata={"help": "training batch size"})
+    lr: Optional[float] = field(default=None, metadata={"help": "peak learning rate (default: the method's own)"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example after truncation"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, data order and dropout"})
+    rnn_type: str = field(default="gru", metadata={"help": "READ: gru, lstm or rnn"})
+    rnn_dim: int = field(default=128, metadata={"help": "READ: hidden size r of the side RNN"})
+    layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
+    aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
+    pooling: Optional[str] = field(default=None, metadata={
+        "help": "head pooling: cls, mean or last (default mean; last for decoder-only models)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA: rank"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tuning: prompt length"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases and norms)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    eval_batch_size: int = field(default=64, metadata={"help": "evaluation batch size"})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE: a folder in the glue_data layout"})
+    train_file: Optional[str] = field(default=None, metadata={"help": "own data: CSV, TSV or JSONL"})
+    validation_file: Optional[str] = field(default=None, metadata={"help": "own data: validation file"})
+    test_file: Optional[str] = field(default=None, metadata={"help": "own data: test file (optional)"})
+    text_column: Optional[list[str]] = field(default=None, metadata={"help": "own data: one or two text columns"})
+    label_column: Optional[str] = field(default=None, metadata={"help": "own data: label column (classes or numbers)"})
+    max_train_examples: Optional[int] = field(default=None, metadata={"help": "use a seeded subset of train"})
+    save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: each epoch only)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --output from its checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a finished run in --output"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
+
+    def options(self) -> dict[str, Any]:
+        """Method-specific knobs, as the methods' build() reads them."""
+        return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
+                "aggregation": self.aggregation, "lora_r": self.lora_r,
+                "num_virtual_tokens": self.num_virtual_tokens}
+
+
+def check_args(args: TrainArgs) -> None:
+    """Absurd values fail here, before anything is loaded or written."""
+    limits = [("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("max_length", 1, 131_072),
+              ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, 65_536), ("save_every", 0, 10**9)]
+    for name, low, high in limits:
+        value = getattr(args, name)
+        if not low <= value <= high:
+            raise ValueError(f"--{name.replace('_', '-')} {value} is out of range: use {low}..{high}")
+    if args.lr is not None and not (0 < args.lr <= 10 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr {args.lr} is out of range: use a positive learning rate <= 10 (e.g. 1e-3)")
+    if not 0 <= args.warmup_ratio < 1:
+        raise ValueError(f"--warmup-ratio {args.warmup_ratio}: use a fraction in [0, 1)")
+    if args.max_train_examples is not None and args.max_train_examples < 1:
+        raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
+    get_method(args.method)  # unknown method -> ValueError listing the known ones
+
+
+def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
+    if resume:
+        if ckpt.latest_checkpoint(path) is None:
+            raise ValueError(f"--resume: {path} holds no checkpoint to resume from; drop --resume to start afresh")
+        return
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise ValueError(f"{path} already holds a run (or other files); choose another --output, "
+                         f"pass --resume to continue it or --overwrite to replace it")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_text: bool) -> list[dict]:
+    if text_to_text:
+        return encode_text_to_text(examples, spec, tokenizer, max_length)
+    return encode(examples, tokenizer, max_length)
+
+
+def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    batch = collate(items, pad_token_id)
+    return {k: v.to(device) for k, v in batch.items() if k in
+            ("input_ids", "attention_mask", "token_type_ids", "labels")}
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+@torch.no_grad()
+def predict(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: int, device,
+            text_to_text: bool, desc: str = "predict") -> np.ndarray:
+    """Class indices (or regression values) for every encoded example, in order.
+
+    Text-to-text models rank the task's target strings by their log-likelihood (rank
+    classification): exact for classification, and STS-B's 0.2-step bins for regression.
+    """
+    model.eval()
+    targets = spec.target_texts() if text_to_text else None
+    target_ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in targets] if targets else None
+    out = []
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
+        batch = model_inputs(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
+        batch.pop("labels", None)
+        if not text_to_text:
+            logits = model(**batch).logits.float()
+            out.append(logits.squeeze(-1) if spec.is_regression else logits.argmax(-1))
+            continue
+        scores = torch.stack([_sequence_logprob(model, batch, ids) for ids in target_ids], dim=1)
+        best = scores.argmax(1)
+        if spec.is_regression:
+            best = torch.tensor([float(targets[i]) for i in best.tolist()])
+        out.append(best)
+    return torch.cat(out).cpu().numpy() if out else np.array([])
+
+
+def _sequence_logprob(model, batch, target: list[int]) -> torch.Tensor:
+    labels = torch.tensor(target, device=batch["input_ids"].device).expand(batch["input_ids"].shape[0], -1)
+    logits = model(**batch, labels=labels).logits.float()
+    return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc="eval") -> dict:
+    predictions = predict(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)
+    return compute_metrics(spec, predictions, np.array([e.label for e in examples]))
+
+
+# -- saving --------------------------------------------------------------------------------------
+def save_trained(model, directory: Path) -> None:
+    """READ writes its PEFT-style pair; other methods the tensors they train."""
+    if hasattr(model, "save_pretrained") and hasattr(model, "side"):
+        model.save_pretrained(directory)
+    else:
+        ckpt.save_tensors(trainable_state_dict(model), directory / ckpt.TRAINABLE_NAME)
+
+
+def load_trained(model, directory: Path) -> None:
+    if hasattr(model, "side"):
+        model.load_trainable(directory / WEIGHTS_NAME)
+    else:
+        path = directory / ckpt.TRAINABLE_NAME
+        ckpt.load_into(model, ckpt.load_tensors(path), path)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
+    """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
+    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code)
+    text_to_text = kind == "seq2seq"
+    head = None if text_to_text else HeadSpec(
+        num_labels=spec.num_labels, pooling=args.pooling or ("last" if kind == "causal" else "mean"))
+    torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
+    model = get_method(args.method).build(backbone, head, args.options()).to(device)
+    return model, tokenizer, text_to_text
+
+
+def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
+    """Train one run end to end; returns (and writes) its metrics.json."""
+    check_args(args)
+    out_dir = Path(args.output)
+    check_output_dir(out_dir, args.overwrite, args.resume)
+    device = pick_device(args.device)
+    data: TaskData = load_task(args.task, data_dir=args.data_dir, train_file=args.train_file,
+                               validation_file=args.validation_file, test_file=args.test_file,
+                               text_columns=args.text_column, label_column=args.label_column,
+                               max_train_examples=args.max_train_examples)
+    spec = data.spec
+    model, tokenizer, text_to_text = build(args, spec, device)
+    method = get_method(args.method)
+    lr = args.lr or method.default_lr
+    enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text)
+           for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test or []))}
+
+    # Everything is valid: only now does the run directory appear.
+    if out_dir.exists() and args.overwrite and not args.resume:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.write_json(out_dir / RUN_CONFIG, {"args": dataclasses.asdict(args), "task": spec.to_dict(),
+                                           "lr": lr, "text_to_text": text_to_text})
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    steps_per_epoch = math.ceil(len(enc["train"]) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
+                "train_seconds": 0.0, "history": []}
+    if args.resume:
+        progress = _resume(out_dir, model, optimizer, scheduler)
+
+    select = spec.metrics[0]
+    meter = Meter(device)
+    with meter:
+        try:
+            _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
+                  progress, out_dir, steps_per_epoch, select, meter)
+        except KeyboardInterrupt:
+            _save(out_dir, model, optimizer, scheduler, progress)
+            raise TrainingError(f"interrupted at step {progress['global_step']}; checkpoint written: "
+                                f"rerun the same command with --resume to continue") from None
+    cost = meter.result()
+
+    # The best epoch's weights are the run's result.
+    load_trained(model, out_dir)
+    scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
+                             text_to_text, desc=name) if split else None
+              for name, split in (("validation", data.validation), ("test", data.test))}
+    trainable, total = count_parameters(model)
+    seen = progress["global_step"] * args.batch_size
+    metrics = {
+        "task": spec.name, "method": args.method, "model": args.model, "seed": args.seed,
+        "argv": list(argv if argv is not None else sys.argv), **scores,
+        "best_epoch": progress["best_epoch"], "history": progress["history"],
+        "trainable_params": trainable, "total_params": total,
+        "trainable_percent": round(100.0 * trainable / total, 4),
+        "epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "max_length": args.max_length,
+        "train_examples": len(data.train), "train_seconds": round(progress["train_seconds"], 3),
+        "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
+        "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
+        "cost": cost, "device": str(device), "resumed": bool(args.resume),
+    }
+    ckpt.write_json(out_dir / METRICS, metrics)
+    return metrics
+
+
+def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
+          progress, out_dir, steps_per_epoch, select, meter) -> None:
+    n = len(enc["train"])
+    for epoch in range(progress["epoch"], args.epochs):
+        # The epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch)).tolist()
+        model.train()
+        bar = tqdm(range(progress["step_in_epoch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
+                   mininterval=2, leave=False)
+        for step in bar:
+            started = time.perf_counter()
+            items = [enc["train"][i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
+            batch = model_inputs(items, tokenizer.pad_token_id, device)
+            tracked = meter.track_tensors() if progress["global_step"] < 2 else _nothing()
+            with tracked:
+                loss = _step(model, batch, optimizer, scheduler, args.max_grad_norm, progress["global_step"])
+            progress["train_seconds"] += time.perf_counter() - started
+            progress["global_step"] += 1
+            progress["step_in_epoch"] = step + 1
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if args.save_every and progress["global_step"] % args.save_every == 0:
+                _save(out_dir, model, optimizer, scheduler, progress)
+        scores = evaluate(model, enc["validation"], data.validation, spec, tokenizer, args.eval_batch_size,
+                          device, text_to_text, desc="validation")
+        progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores})
+        tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        if progress["best_score"] is None or scores[select] > progress["best_score"]:
+            progress["best_score"], progress["best_epoch"] = scores[select], epoch + 1
+            save_trained(model, out_dir)
+        progress["epoch"], progress["step_in_epoch"] = epoch + 1, 0
+        _save(out_dir, model, optimizer, scheduler, progress)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int) -> float:
+    try:
+        loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped. The last good "
+                                f"checkpoint is kept: lower --lr, then rerun (or --resume)")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    except torch.OutOfMemoryError:
+        raise TrainingError("out of memory: lower --batch-size or --max-length "
+                            "(or use --method read, which keeps no backbone activations)") from None
+    return loss.item()
+
+
+def _save(out_dir, model, optimizer, scheduler, progress) -> None:
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": ckpt.rng_state(), "progress": progress}
+    ckpt.save_checkpoint(out_dir, progress["global_step"], trainable_state_dict(model), state)
+
+
+def _resume(out_dir, model, optimizer, scheduler) -> dict:
+    path = ckpt.latest_checkpoint(out_dir)
+    trainable, state = ckpt.load_checkpoint(path)
+    ckpt.load_into(model, trainable, path / ckpt.TRAINABLE_NAME)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    ckpt.set_rng_state(state["rng"])
+    tqdm.write(f"resuming from {path} (epoch {state['progress']['epoch']}, step {state['progress']['global_step']})")
+    return state["progress"]
+
+
+# -- using a finished run ------------------------------------------------------------------------
+def load_run(run_dir: str | Path, device: str = "auto"):
+    """(model, tokenizer, spec, args, text_to_text) of a finished run, weights loaded."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / RUN_CONFIG
+    if not config_path.is_file():
+        raise ValueError(f"{run_dir} is not a readapt run directory (no {RUN_CONFIG})")
+    import json
+
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        args = TrainArgs(**saved["args"])
+        spec = TaskSpec.from_dict(saved["task"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{config_path} is unreadable or from another version ({exc})") from None
+    torch_device = pick_device(device)
+    model, tokenizer, text_to_text = build(args, spec, torch_device)
+    if not ((run_dir / ckpt.TRAINABLE_NAME).is_file() or (run_dir / WEIGHTS_NAME).is_file()):
+        raise ValueError(f"{run_dir} holds no trained weights yet (did training finish?)")
+    load_trained(model, run_dir)
+    return model, tokenizer, spec, args, text_to_text, torch_device
+
+
+__all__ = ["TrainArgs", "TrainingError", "train", "load_run", "evaluate", "predict", "CONFIG_NAME"]

@@ -1,0 +1,220 @@
+"""The READ invariants: the backbone is never differentiated, a fresh model is the backbone,
+the Joiner is the first-order cross-attention effect, size is depth-free, save/load is exact."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
+
+from tiny_models import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
+from readapt import ConfigError, ReadConfig, ReadModel, get_read_model
+from readapt.config import WEIGHTS_NAME
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_path):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    batch = tokenizer(["a gripping, beautifully acted film", "dull and far too long", "fine"],
+                      padding=True, return_tensors="pt")
+    return minilm_path, batch
+
+
+def _load(path):
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+
+
+def _saved_tensors(fn):
+    """Every tensor autograd saves for backward while fn() runs, plus fn's result."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        result = fn()
+    return saved, result
+
+
+def _storages(tensors):
+    return {t.untyped_storage().data_ptr() for t in tensors if t.numel()}
+
+
+def test_backbone_gets_no_gradient_and_saves_nothing(minilm):
+    path, batch = minilm
+    model = get_read_model(_load(path), ReadConfig(rnn_dim=32))
+    model.train()
+    inside, saved_inside = [False], []
+    backbone = model.runner.body
+    backbone.register_forward_pre_hook(lambda *a: inside.__setitem__(0, True))
+    backbone.register_forward_hook(lambda *a: inside.__setitem__(0, False))
+
+    def pack(t):
+        if inside[0]:
+            saved_inside.append(t)
+        return t
+
+    saved, out = _saved_tensors(lambda: model(**batch, labels=torch.tensor([1, 0, 1])))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**batch, labels=torch.tensor([1, 0, 1]))
+    out.loss.backward()
+    assert saved_inside == []  # the backbone ran outside autograd
+    assert all(p.grad is None for p in model.base_model.parameters())
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
+    # Nothing saved for backward is (a view of) a backbone weight: no backbone layer is in the graph.
+    backbone_storage = _storages(model.base_model.parameters())
+    side_storage = _storages(p for n, p in model.named_parameters() if p.requires_grad)
+    assert not _storages(saved) & backbone_storage
+    # All saved bytes belong to the side network and head: their own weights, or activations
+    # no larger than the side network's inputs and states (L x tokens x (d + gates)).
+    activations = [t for t in saved if t.untyped_storage().data_ptr() not in side_storage]
+    tokens = int(batch["attention_mask"].sum())
+    per_token_bound = 6 * 384 * 4 * 8  # 6 layers x d x (a handful of copies) x fp32, generous
+    assert sum(t.numel() * t.element_size() for t in activations) < tokens * per_token_bound
+
+
+def test_saved_activation_bytes_far_below_full_fine_tuning(minilm):
+    path, batch = minilm
+    read = get_read_model(_load(path), ReadConfig())
+    full = _load(path)
+    read_saved, _ = _saved_tensors(lambda: read(**batch, labels=torch.tensor([1, 0, 1])))
+    full_saved, _ = _saved_tensors(lambda: full(**batch, labels=torch.tensor([1, 0, 1])))
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)
+    assert nbytes(read_saved) < 0.25 * nbytes(full_saved)
+
+
+def test_fresh_model_is_exactly_the_frozen_backbone(minilm):
+    path, batch = minilm
+    backbone = _load(path)
+    with torch.no_grad():
+        reference = backbone.bert(**batch, output_hidden_states=True).hidden_states[-1]
+    model = get_read_model(backbone, ReadConfig(pooling="mean"))
+    states = model.backbone_states(**batch)
+    read = batch["attention_mask"].bool()
+    assert torch.equal(model.corrected_final_state(states, read), reference)
+
+
+def test_side_network_size_does_not_grow_with_depth():
+    shallow = get_read_model(tiny_bert(layers=6, hidden=64), ReadConfig(rnn_dim=16, num_labels=2))
+    deep = get_read_model(tiny_bert(layers=24, hidden=64), ReadConfig(rnn_dim=16, num_labels=2))
+    assert shallow.get_nb_trainable_parameters()[0] == deep.get_nb_trainable_parameters()[0]
+    assert shallow.get_nb_trainable_parameters()[1] < deep.get_nb_trainable_parameters()[1]
+
+
+def test_save_load_reproduces_logits_bit_for_bit_and_file_is_small(minilm, tmp_path):
+    path, batch = minilm
+    torch.manual_seed(0)
+    model = get_read_model(_load(path), ReadConfig())
+    with torch.no_grad():  # a trained-looking side network: non-zero W_out
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.eval()
+    before = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / WEIGHTS_NAME).stat().st_size < 2 * 1024 * 1024
+    loaded = ReadModel.from_pretrained(_load(path), tmp_path).eval()
+    assert torch.equal(loaded(**batch).logits, before)
+    assert loaded.config.backbone_model_type == "bert" and loaded.config.backbone_num_layers == 6
+
+
+def test_loading_onto_another_backbone_or_config_is_refused(tmp_path):
+    model = get_read_model(tiny_bert(layers=2), ReadConfig(rnn_dim=8, num_labels=2))
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="another backbone.*num_layers 2 vs 3"):
+        ReadModel.from_pretrained(tiny_bert(layers=3), tmp_path)
+    with pytest.raises(ConfigError, match="another backbone.*hidden_size"):
+        ReadModel.from_pretrained(tiny_bert(layers=2, hidden=64), tmp_path)
+    other = get_read_model(tiny_bert(layers=2), ReadConfig(rnn_dim=16, num_labels=2))
+    with pytest.raises(ConfigError, match="another config"):
+        other.load_trainable(tmp_path / WEIGHTS_NAME)
+    (tmp_path / WEIGHTS_NAME).write_bytes((tmp_path / WEIGHTS_NAME).read_bytes()[:100])
+    with pytest.raises(ConfigError, match="truncated or corrupted"):
+        ReadModel.from_pretrained(tiny_bert(layers=2), tmp_path)
+
+
+def test_unsupported_model_type_is_one_line_naming_supported():
+    from transformers import ViTConfig, ViTModel
+
+    with pytest.raises(ValueError, match=r"model type 'vit' is not supported; supported: .*bert.*t5") as err:
+        get_read_model(ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                          intermediate_size=64, image_size=8, patch_size=4)))
+    assert "\n" not in str(err.value)
+
+
+def test_t5_joiner_matches_finite_difference_of_real_cross_attention():
+    """c_i = O.A.(d_enc V) against the real module with the encoder output's value path perturbed."""
+    model = get_read_model(tiny_t5().double(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8))
+    runner = model.runner
+    torch.manual_seed(0)
+    input_ids, labels = torch.randint(2, 100, (2, 6)), torch.randint(2, 100, (2, 4))
+    states = runner.run(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+    encoder_out = states.encoder_hidden_states[-1]
+    direction = torch.randn_like(encoder_out)
+    eps = 1e-4
+    for layer in range(1, runner.num_layers + 1):
+        attn = runner.cross_attention(layer)
+        captured = {}
+        pre = attn.register_forward_pre_hook(lambda m, a, k: captured.update(args=a, kwargs=dict(k)), with_kwargs=True)
+        with torch.no_grad():
+            runner.run(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
+        pre.remove()
+        kwargs = {**captured["kwargs"], "cache": None}
+        with torch.no_grad():
+            base = attn(*captured["args"], **kwargs)[0]
+            keys = attn.k(kwargs["key_value_states"])
+            hold = attn.k.register_forward_hook(lambda m, a, out: keys)  # value path only
+            kwargs["key_value_states"] = kwargs["key_value_states"] + eps * direction
+            moved = attn(*captured["args"], **kwargs)[0]
+            hold.remove()
+        finite_difference = (moved - base) / eps
+        joiner_term = runner.cross_value_path(layer, direction, states.cross_attentions[layer - 1])
+        torch.testing.assert_close(joiner_term, finite_difference, rtol=1e-6, atol=1e-8)
+
+
+def test_t5_read_trains_encoder_side_through_the_joiner():
+    model = get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8))
+    input_ids, labels = torch.randint(2, 100, (2, 6)), torch.randint(2, 100, (2, 3))
+    labels[1, 2] = -100
+    with torch.no_grad():
+        reference = model.base_model(input_ids=input_ids, labels=labels).logits
+        fresh = model(input_ids=input_ids, labels=labels).logits
+    torch.testing.assert_close(fresh, reference)  # zero W_out: exactly the backbone
+    torch.nn.init.normal_(model.side.out.weight, std=0.1)  # as after a first update
+    torch.nn.init.normal_(model.encoder_side.out.weight, std=0.1)
+    out = model(input_ids=input_ids, labels=labels)
+    out.loss.backward()
+    assert model.encoder_side.rnn.weight_ih_l0.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.base_model.parameters())
+
+
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
+def test_decoder_only_causal_lm_and_classification(make):
+    input_ids = torch.randint(2, 100, (2, 5))
+    lm = get_read_model(make(), ReadConfig(task_type="CAUSAL_LM", rnn_dim=8))
+    with torch.no_grad():
+        reference = lm.base_model(input_ids=input_ids, labels=input_ids)
+    out = lm(input_ids=input_ids, labels=input_ids)
+    torch.testing.assert_close(out.loss, reference.loss)  # fresh READ = the backbone's own LM loss
+    out.loss.backward()
+    assert all(p.grad is None for p in lm.base_model.parameters())
+    clf = get_read_model(make().base_model, ReadConfig(num_labels=3, rnn_dim=8))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    out = clf(input_ids=input_ids, attention_mask=mask, labels=torch.tensor([0, 2]))
+    assert clf.head.pooling == "last" and out.logits.shape == (2, 3)
+    out.loss.backward()
+
+
+def test_task_type_must_fit_the_backbone():
+    with pytest.raises(ConfigError, match="encoder-decoder"):
+        get_read_model(tiny_bert(), ReadConfig(task_type="SEQ_2_SEQ_LM"))
+    with pytest.raises(ConfigError, match="SEQ_2_SEQ_LM"):
+        get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_CLS"))
+    with pytest.raises(ConfigError, match="layers"):
+        get_read_model(tiny_bert(layers=2), ReadConfig(layers=[1, 5], num_labels=2))
+
+
+def test_subset_of_layers_and_lstm():
+    model = get_read_model(tiny_bert(layers=4), ReadConfig(layers=[0, 2, 4], rnn_type="lstm", rnn_dim=8, num_labels=2))
+    out = model(input_ids=torch.randint(2, 100, (2, 5)), labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    assert model.layers == [0, 2, 4]

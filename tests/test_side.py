@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from readapt.side import Joiner, RMSNorm, SideNetwork
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("aggregation", ["mean", "last"])
+def test_shapes_and_zero_initial_correction(rnn_type, aggregation):
+    side = SideNetwork(16, rnn_dim=8, rnn_type=rnn_type, aggregation=aggregation)
+    states = torch.randn(5, 7, 16)  # 5 layers, 7 token sequences
+    correction = side(states)
+    assert correction.shape == (7, 16)
+    assert torch.equal(correction, torch.zeros_like(correction))  # W_out starts at zero
+
+
+def test_each_token_is_its_own_sequence():
+    torch.manual_seed(0)
+    side = SideNetwork(16, rnn_dim=8)
+    torch.nn.init.normal_(side.out.weight)
+    states = torch.randn(4, 6, 16)
+    together = side(states)
+    one_by_one = torch.cat([side(states[:, i:i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, one_by_one)
+
+
+def test_recurrence_runs_over_depth_in_order():
+    torch.manual_seed(0)
+    side = SideNetwork(16, rnn_dim=8, aggregation="last")
+    torch.nn.init.normal_(side.out.weight)
+    states = torch.randn(4, 3, 16)
+    assert not torch.allclose(side(states), side(states.flip(0)))
+
+
+def test_size_does_not_depend_on_depth():
+    side = SideNetwork(64, rnn_dim=32)
+    n = sum(p.numel() for p in side.parameters())
+    # norm (2d) + GRU (3 gates) + W_out (r -> d, no bias)
+    assert n == 2 * 64 + 3 * (64 * 32 + 32 * 32 + 2 * 32) + 32 * 64
+    side(torch.randn(6, 2, 64)), side(torch.randn(24, 2, 64))  # any depth runs through the same weights
+
+
+def test_joiner_with_cross_term_needs_it_and_merges_it():
+    joiner = Joiner(8, cross=True)
+    with pytest.raises(ValueError, match="cross"):
+        joiner(torch.randn(2, 3, 8))
+    a = joiner(torch.randn(2, 3, 8), torch.zeros(2, 3, 8))
+    assert a.shape == (2, 3, 8)
+
+
+def test_rmsnorm_matches_definition():
+    norm = RMSNorm(8, eps=0.0)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(norm(x), x / x.pow(2).mean(-1, keepdim=True).sqrt())
