@@ -1,0 +1,269 @@
+"""Your own data: CSV, TSV or JSON Lines files with one or two text columns and a label column.
+
+The label kind is read off the training file, so users never declare it:
+
+* every label an integer (``3``, ``"3"``, ``3.0``) -> classes = the sorted distinct integers;
+* every label a number, some not integers         -> regression (Pearson / Spearman);
+* every label a non-numeric string                -> classes = the sorted distinct strings;
+* a mix of numbers and words                      -> error (almost always a data bug).
+
+Validation and test labels must use the training file's classes. Without ``--validation-file`` a
+validation set is carved from train (split protocol in :mod:`readapt.data.tasks`); without
+``--test-file`` there is no held-out set (``TaskData.test`` is None).
+Every problem is reported as a :class:`DataError` naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from readapt.data.tasks import DataError, Example, TaskData, TaskSpec, split_train
+
+TASK_NAME = "files"
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
+_FLAGS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file"}
+_SHOWN = 5  # how many unknown labels an error message lists
+
+
+@dataclass
+class Table:
+    """The rows of one file, each with the line number a user would look at in an editor."""
+
+    path: Path
+    role: str                       # "train", "validation" or "test"
+    columns: list[str]
+    rows: list[tuple[int, dict[str, Any]]]
+
+    @property
+    def where(self) -> str:
+        return f"{self.role} file {self.path}"
+
+
+def read_table(path: str | Path, role: str = "train") -> Table:
+    """Read a .csv/.tsv/.jsonl file into rows of column -> value (no interpretation yet)."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{role} file {path} has unsupported extension {path.suffix or '(none)'!r}; "
+                        f"use one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"{role} file {path} {problem}; check the path given to {_FLAGS[role]}")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            columns, rows = _read_jsonl(f, path, role) if fmt == "jsonl" else _read_delimited(f, fmt)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{role} file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                        "re-save it as UTF-8") from err
+    except (OSError, csv.Error) as err:
+        raise DataError(f"cannot read {role} file {path} ({err}); check the file "
+                        "and its permissions") from err
+    if columns is None:
+        raise DataError(f"{role} file {path} is empty; add a header line and examples")
+    if not rows:
+        raise DataError(f"{role} file {path} has no data rows (columns: {', '.join(columns)}); "
+                        "add examples")
+    return Table(path, role, columns, rows)
+
+
+def _read_delimited(f, fmt: str) -> tuple[list[str] | None, list[tuple[int, dict[str, Any]]]]:
+    # TSV: tabs only, quotes are ordinary characters (as in GLUE); CSV: standard quoting.
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+    reader = csv.DictReader(f, **options)
+    rows = []
+    for row in reader:
+        rows.append((reader.line_num, row))
+    columns = None if reader.fieldnames is None else [c.strip() for c in reader.fieldnames]
+    if columns is not None and columns != list(reader.fieldnames):  # tolerate "text, label" headers
+        rows = [(n, {(k.strip() if isinstance(k, str) else k): v for k, v in r.items()})
+                for n, r in rows]
+    return columns, rows
+
+
+def _read_jsonl(f, path: Path, role: str) -> tuple[list[str] | None, list[tuple[int, dict[str, Any]]]]:
+    rows, columns = [], {}
+    for number, line in enumerate(f, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{role} file {path} line {number} is not valid JSON ({err.msg}); "
+                            "JSON Lines needs one complete JSON object per line") from err
+        if not isinstance(record, dict):
+            raise DataError(f"{role} file {path} line {number} is a JSON {type(record).__name__}, "
+                            'not an object; write each example as {"text": ..., "label": ...}')
+        columns.update(dict.fromkeys(record))
+        rows.append((number, record))
+    return (list(columns) if rows else None), rows
+
+
+# ---- labels --------------------------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    """The value as a finite number, or None if it is text (bools count as text: true/false)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _key(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """How raw label values map to Example labels; inferred from the training file."""
+
+    kind: str                        # "integers", "strings" or "regression"
+    names: tuple[str, ...] | None    # class names in index order; None for regression
+
+    @classmethod
+    def infer(cls, table: Table, raw: list[tuple[int, Any]]) -> LabelSpace:
+        numbers = [(line, value, _number(value)) for line, value in raw]
+        numeric = [t for t in numbers if t[2] is not None]
+        textual = [t for t in numbers if t[2] is None]
+        if numeric and textual:
+            raise DataError(f"{table.where} has mixed label types: numbers (e.g. {_key(numeric[0][1])!r} "
+                            f"on line {numeric[0][0]}) and text (e.g. {_key(textual[0][1])!r} on line "
+                            f"{textual[0][0]}); make every label a class name or every label a number")
+        if textual:
+            space = cls("strings", tuple(sorted({_key(v) for _, v in raw})))
+        elif all(n.is_integer() for _, _, n in numeric):
+            space = cls("integers", tuple(str(i) for i in sorted({int(n) for _, _, n in numeric})))
+        else:
+            return cls("regression", None)
+        if len(space.names) < 2:
+            raise DataError(f"{table.where} has only one class ({space.names[0]!r}); "
+                            "a classifier needs examples of at least two classes")
+        return space
+
+    def encode(self, value: Any) -> int | float | None:
+        """Label for an Example, or None when the value is not in this label space."""
+        if self.kind == "regression":
+            return _number(value)
+        if self.kind == "integers":
+            number = _number(value)
+            if number is None or not number.is_integer():
+                return None
+            key = str(int(number))
+        else:
+            key = _key(value)
+        return self.names.index(key) if key in self.names else None
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def load_files(
+    *,
+    train_file: str | Path,
+    validation_file: str | Path | None = None,
+    test_file: str | Path | None = None,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+    max_train_examples: int | None = None,
+    split_seed: int = 0,
+) -> TaskData:
+    """Load user files as task "files" (see the module docstring for label and split rules)."""
+    train_table = read_table(train_file, "train")
+    text_columns = _text_columns(train_table, text_columns)
+    label_column = label_column or "label"
+    if label_column in text_columns:
+        raise DataError(f"column {label_column!r} is both a text column and the label column; "
+                        "pass a different --label-column or --text-columns")
+    _require_columns(train_table, text_columns, label_column)
+
+    space = LabelSpace.infer(train_table, _raw_labels(train_table, label_column))
+    train = _examples(train_table, space, text_columns, label_column)
+    validation = test = None
+    if validation_file is not None:
+        validation = _examples(read_table(validation_file, "validation"), space, text_columns, label_column)
+    if test_file is not None:
+        test = _examples(read_table(test_file, "test"), space, text_columns, label_column)
+    train, carved = split_train(train, carve_validation=validation is None,
+                                max_train_examples=max_train_examples, split_seed=split_seed,
+                                source=train_table.where)
+    if space.names is None:
+        metrics = ("pearson", "spearmanr")
+    else:
+        metrics = ("accuracy", "f1") if len(space.names) == 2 else ("accuracy",)
+    spec = TaskSpec(TASK_NAME, space.names, metrics, tuple(text_columns))
+    return TaskData(spec, train, carved if validation is None else validation, test)
+
+
+def _text_columns(table: Table, text_columns: list[str] | None) -> list[str]:
+    if text_columns is None:
+        if "text" not in table.columns:
+            raise DataError(f"{table.where} has no column 'text' (columns: {', '.join(table.columns)}); "
+                            "pass --text-columns NAME, or two names for sentence pairs")
+        return ["text"]
+    text_columns = list(text_columns)
+    if len(text_columns) not in (1, 2):
+        raise DataError(f"--text-columns takes one or two column names, got {len(text_columns)} "
+                        f"({', '.join(text_columns)}); join extra text into one column")
+    return text_columns
+
+
+def _require_columns(table: Table, text_columns: list[str], label_column: str) -> None:
+    missing = [c for c in text_columns if c not in table.columns]
+    flag = "--text-columns"
+    if not missing and label_column not in table.columns:
+        missing, flag = [label_column], "--label-column"
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise DataError(f"{table.where} has no column {names} (columns: {', '.join(table.columns)}); "
+                        f"pass {flag} with the right name")
+
+
+def _raw_labels(table: Table, label_column: str) -> list[tuple[int, Any]]:
+    raw = []
+    for line, row in table.rows:
+        value = row.get(label_column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{table.where} line {line} has no label in column {label_column!r}; "
+                            "fill it in or remove the row")
+        raw.append((line, value))
+    return raw
+
+
+def _examples(table: Table, space: LabelSpace, text_columns: list[str], label_column: str) -> list[Example]:
+    _require_columns(table, text_columns, label_column)
+    labels, unknown = [], {}
+    for line, value in _raw_labels(table, label_column):
+        label = space.encode(value)
+        if label is None and space.kind == "regression":
+            raise DataError(f"{table.where} line {line} has label {_key(value)!r}, which is not a number; "
+                            "regression labels must all be numbers")
+        if label is None:
+            unknown.setdefault(_key(value), line)
+        labels.append(label)
+    if unknown:
+        shown = ", ".join(f"{k!r} (line {n})" for k, n in list(unknown.items())[:_SHOWN])
+        more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
+        raise DataError(f"{table.where} has labels not seen in the train file: {shown}{more}; "
+                        f"known classes: {', '.join(space.names)}")
+    return [Example(_texts(table, line, row, text_columns), label)
+            for (line, row), label in zip(table.rows, labels)]
+
+
+def _texts(table: Table, line: int, row: dict[str, Any], text_columns: list[str]) -> tuple[str, ...]:
+    texts = []
+    for column in text_columns:
+        value = row.get(column)
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise DataError(f"{table.where} line {line} has an empty {column!r}; "
+                            "fill in the text or remove the row")
+        texts.append(text)
+    return tuple(texts)
