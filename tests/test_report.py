@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from readapt.report import _pareto, markdown_table, summarise, write_report
+
+
+def record(task, method, seed, metrics, memory, seconds, energy=None, trainable=1.0):
+    return {"task": task, "method": method, "seed": seed, "test": metrics, "validation": metrics,
+            "peak_memory_mb": memory, "train_seconds": seconds, "energy_joules": energy,
+            "trainable_percent": trainable, "examples_per_second": 10.0}
+
+
+RECORDS = [
+    record("glue/mrpc", "full", 0, {"f1": 0.90, "accuracy": 0.80}, 1000, 100),
+    record("glue/mrpc", "full", 1, {"f1": 0.92, "accuracy": 0.84}, 1000, 110),
+    record("glue/cola", "full", 0, {"matthews_correlation": 0.50}, 1200, 120),
+    record("glue/cola", "full", 1, {"matthews_correlation": 0.54}, 1200, 130),
+    record("glue/mrpc", "read", 0, {"f1": 0.88, "accuracy": 0.78}, 300, 40),
+    record("glue/mrpc", "read", 1, {"f1": 0.90, "accuracy": 0.80}, 300, 40),
+    record("glue/cola", "read", 0, {"matthews_correlation": 0.40}, 320, 50),
+    record("glue/cola", "read", 1, {"matthews_correlation": 0.44}, 320, 50),
+]
+
+
+def test_summary_uses_glue_task_scores_and_per_seed_averages():
+    s = summarise(RECORDS)
+    assert s["tasks"] == ["glue/cola", "glue/mrpc"]
+    full = s["methods"]["full"]
+    assert full["tasks"]["glue/mrpc"] == pytest.approx([85.0, 88.0])  # mean of F1 and accuracy
+    assert full["average"] == pytest.approx([(50 + 85) / 2, (54 + 88) / 2])
+    assert full["cost"]["peak_memory_mb"] == pytest.approx(1100)
+
+
+def test_table_has_a_column_per_task_and_ratios_to_full():
+    table = markdown_table(RECORDS)
+    header, _, full_row, read_row = table.strip().splitlines()
+    assert "CoLA (Mcc)" in header and "MRPC (F1/Acc)" in header and "Mem / full" in header
+    cells = [c.strip() for c in read_row.strip("|").split("|")]
+    assert cells[0] == "read"
+    assert cells[1] == "42.0 ± 2.8"  # CoLA over two seeds
+    assert cells[header.strip("|").split("|").index(" Mem / full ")] == f"{310 / 1100:.2f}"
+    assert "n/a" in read_row  # no energy measured: said, not guessed
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    assert _pareto([(1, 50), (2, 40), (3, 60), (4, 55), (5, 70)]) == [(1, 50), (3, 60), (5, 70)]
+
+
+def test_write_report_writes_table_and_plots(tmp_path):
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    table, plots = write_report(results)
+    assert table.read_text() == markdown_table(RECORDS)
+    assert {p.name for p in plots} == {"score_vs_memory.png", "score_vs_time.png"}  # no energy plot without energy
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
