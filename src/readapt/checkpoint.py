@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -94,28 +95,61 @@ def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor]
                     keep: int = 1) -> Path:
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:09d}"
+    # A second checkpoint at the same step (the last step of an epoch, then the epoch's end) gets
+    # a fresh name: the folder `latest` points to is never removed before `latest` moves on.
+    name, n = f"step-{step:09d}", 0
+    while (root / name).exists():
+        n += 1
+        name = f"step-{step:09d}-{n}"
+    for stale in root.glob(".step-*.tmp"):  # left by a kill in the middle of an earlier save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_tensors(trainable, tmp / TRAINABLE_NAME)
     torch.save(state, tmp / STATE_NAME)
     final = root / name
-    shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    _fsync_dir(root)
     atomic_write_text(root / "latest", name + "\n")
     # Older complete checkpoints go only after `latest` points past them.
-    older = sorted(p for p in root.glob("step-*") if p.name != name)
+    older = sorted((p for p in root.glob("step-*") if p.name != name), key=lambda p: _order(p.name))
     for old in older[:max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+_NAME = re.compile(r"step-(\d{9,})(?:-(\d+))?")
+
+
+def _order(name: str) -> tuple[int, int]:
+    match = _NAME.fullmatch(name)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else (-1, -1)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported everywhere (Windows): the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     pointer = run_dir / CHECKPOINT_DIR / "latest"
     if not pointer.is_file():
         return None
-    path = run_dir / CHECKPOINT_DIR / pointer.read_text().strip()
+    try:
+        name = pointer.read_bytes()[:100].decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _NAME.fullmatch(name):  # only a step folder of this run, never a path elsewhere
+        return None
+    path = run_dir / CHECKPOINT_DIR / name
     return path if path.is_dir() else None
 
 
@@ -124,7 +158,12 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not ours"
-        raise CheckpointError(f"{path / STATE_NAME} cannot be read safely ({str(exc).splitlines()[0]})") from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path / STATE_NAME} cannot be read safely ({detail}); it is truncated, "
+                              f"corrupted or not a readapt checkpoint") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / STATE_NAME} holds a {type(state).__name__}, not a readapt trainer "
+                              f"state; it is corrupted or not a readapt checkpoint")
     return trainable, state
 
 

@@ -211,8 +211,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # ValueError/OSError and TrainingError (it has an exit_code) carry messages written for users;
+        # anything else is a bug or a surprise, and its traceback is what a report needs.
+        if not (isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")):
+            message += " (run with --debug for the traceback)"
         print(f"readapt: error: {message}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@ A run directory holds, when training ends:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +29,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
-from readapt.config import CONFIG_NAME, WEIGHTS_NAME
+from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, _check_types
 from readapt.data import TaskData, TaskSpec, collate, compute_metrics, encode, encode_text_to_text, load_task
 from readapt.measure import Meter
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
@@ -40,6 +43,14 @@ METRICS = "metrics.json"
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the message says what to do."""
+
+    exit_code = 1
+
+
+class Interrupted(TrainingError):
+    """Ctrl-C (SIGINT) or SIGTERM: training stopped at a step boundary after writing a checkpoint."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -88,6 +99,7 @@ class TrainArgs:
 
 def check_args(args: TrainArgs) -> None:
     """Absurd values fail here, before anything is loaded or written."""
+    _check_types(args)  # TrainArgs(epochs="3") from Python: a ConfigError, not a TypeError later
     limits = [("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("max_length", 1, 131_072),
               ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, 65_536), ("save_every", 0, 10**9)]
     for name, low, high in limits:
@@ -103,14 +115,45 @@ def check_args(args: TrainArgs) -> None:
     get_method(args.method)  # unknown method -> ValueError listing the known ones
 
 
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in (RUN_CONFIG, METRICS, ckpt.CHECKPOINT_DIR))
+
+
 def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output {path} is a file, not a folder; choose another --output")
     if resume:
-        if ckpt.latest_checkpoint(path) is None:
+        if (path / METRICS).is_file():
+            raise ValueError(f"--resume: the run in {path} has already finished ({METRICS} is there); "
+                             f"score it with `readapt eval --run {path}`, or pass --overwrite instead "
+                             f"of --resume to train it again")
+        # A run killed before its first checkpoint restarts from step 0 (run_config.json is there).
+        if ckpt.latest_checkpoint(path) is None and not (path / RUN_CONFIG).is_file():
             raise ValueError(f"--resume: {path} holds no checkpoint to resume from; drop --resume to start afresh")
         return
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise ValueError(f"{path} already holds a run (or other files); choose another --output, "
-                         f"pass --resume to continue it or --overwrite to replace it")
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{path} already holds a run (or other files); choose another --output, "
+                             f"pass --resume to continue it or --overwrite to replace it")
+        if not _is_run_dir(path):  # --overwrite deletes the folder: never one that is not a run
+            raise ValueError(f"{path} holds files that are not a readapt run; --overwrite only replaces "
+                             f"runs, so choose another --output")
+
+
+# Options that may change between a run and its --resume: they do not change what is trained.
+RESUMABLE_CHANGES = ("resume", "overwrite", "device", "save_every")
+
+
+def check_resume_args(path: Path, args: "TrainArgs") -> None:
+    """--resume continues the run in ``path`` only with the arguments it was started with."""
+    saved, _, _ = read_run_config(path)
+    given = dataclasses.asdict(args)
+    changed = [f"{name} {given[name]!r} vs {value!r}" for name, value in dataclasses.asdict(saved).items()
+               if name not in RESUMABLE_CHANGES and given[name] != value]
+    if changed:
+        raise ValueError(f"--resume with different arguments than the run in {path} (given vs saved: "
+                         f"{'; '.join(changed)}); repeat the original arguments, or drop --resume and "
+                         f"choose another --output (or --overwrite)")
 
 
 def pick_device(name: str) -> torch.device:
@@ -175,15 +218,26 @@ def evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text
 
 # -- saving --------------------------------------------------------------------------------------
 def save_trained(model, directory: Path) -> None:
-    """READ writes its PEFT-style pair; other methods the tensors they train."""
+    """READ writes its PEFT-style pair (what ReadModel.save_pretrained writes); other methods the
+    tensors they train. Both files are written atomically: a kill never leaves half of one."""
     if hasattr(model, "save_pretrained") and hasattr(model, "side"):
-        model.save_pretrained(directory)
+        ckpt.save_tensors(model.trainable_state_dict(), directory / WEIGHTS_NAME)
+        ckpt.write_json(directory / CONFIG_NAME, model.config.to_dict())
     else:
         ckpt.save_tensors(trainable_state_dict(model), directory / ckpt.TRAINABLE_NAME)
 
 
 def load_trained(model, directory: Path) -> None:
     if hasattr(model, "side"):
+        from readapt.model import check_backbone_matches
+
+        saved = ReadConfig.from_pretrained(directory)  # strict JSON: unknown/missing keys, wrong types
+        check_backbone_matches(saved, model.base_model)
+        differ = [f"{k} {v!r} vs {getattr(model.config, k)!r}" for k, v in saved.to_dict().items()
+                  if k != "base_model_name_or_path" and v != getattr(model.config, k)]
+        if differ:
+            raise ConfigError(f"{directory / CONFIG_NAME} was saved for another READ config (saved vs this "
+                              f"run: {'; '.join(differ)}); use the run directory it was trained in")
         model.load_trainable(directory / WEIGHTS_NAME)
     else:
         path = directory / ckpt.TRAINABLE_NAME
@@ -194,6 +248,12 @@ def load_trained(model, directory: Path) -> None:
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
     backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code)
+    vocab = getattr(backbone.config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
+        # transformers falls back to a near-empty tokenizer when a folder has none: every word [UNK].
+        raise ValueError(f"model {args.model!r} has no usable tokenizer ({len(tokenizer)} tokens for a "
+                         f"{vocab}-token model); save the model's tokenizer into that folder "
+                         f"(tokenizer.save_pretrained)")
     text_to_text = kind == "seq2seq"
     head = None if text_to_text else HeadSpec(
         num_labels=spec.num_labels, pooling=args.pooling or ("last" if kind == "causal" else "mean"))
@@ -207,6 +267,8 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     check_args(args)
     out_dir = Path(args.output)
     check_output_dir(out_dir, args.overwrite, args.resume)
+    if args.resume:
+        check_resume_args(out_dir, args)
     device = pick_device(args.device)
     data: TaskData = load_task(args.task, data_dir=args.data_dir, train_file=args.train_file,
                                validation_file=args.validation_file, test_file=args.test_file,
@@ -233,22 +295,27 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     steps_per_epoch = math.ceil(len(enc["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    scheduler = linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
                 "train_seconds": 0.0, "history": []}
-    if args.resume:
+    if args.resume and ckpt.latest_checkpoint(out_dir) is not None:
         progress = _resume(out_dir, model, optimizer, scheduler)
 
     select = spec.metrics[0]
     meter = Meter(device)
-    with meter:
+    with meter, _StopOnSignal() as stop:
         try:
             _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-                  progress, out_dir, steps_per_epoch, select, meter)
-        except KeyboardInterrupt:
+                  progress, out_dir, steps_per_epoch, select, meter, stop)
+        except _Stop:
             _save(out_dir, model, optimizer, scheduler, progress)
-            raise TrainingError(f"interrupted at step {progress['global_step']}; checkpoint written: "
-                                f"rerun the same command with --resume to continue") from None
+            raise Interrupted(f"interrupted at step {progress['global_step']}; checkpoint written: "
+                              f"rerun the same command with --resume to continue") from None
+        except TrainingError as exc:
+            last = ckpt.latest_checkpoint(out_dir)
+            kept = (f"the last good checkpoint ({last}) is kept" if last is not None
+                    else "no checkpoint had been written yet")
+            raise TrainingError(f"{exc}; {kept}") from None
     cost = meter.result()
 
     # The best epoch's weights are the run's result.
@@ -274,8 +341,55 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     return metrics
 
 
+def linear_schedule_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+    """transformers' get_linear_schedule_with_warmup, without importing transformers.optimization
+    (which pulls in peft: seconds of start-up for every `readapt train`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        _linear_warmup_decay, warmup_steps=warmup_steps, total_steps=total_steps))
+
+
+def _linear_warmup_decay(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return float(step) / float(max(1, warmup_steps))
+    return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+
+
+class _Stop(Exception):
+    """Raised inside the loop, at a step boundary, after SIGINT/SIGTERM."""
+
+
+class _StopOnSignal:
+    """The first Ctrl-C (or SIGTERM) asks the loop to stop at the next step boundary, where the
+    state is consistent and can be checkpointed; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise _Stop
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        return False
+
+
 def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-          progress, out_dir, steps_per_epoch, select, meter) -> None:
+          progress, out_dir, steps_per_epoch, select, meter, stop=None) -> None:
+    stop = stop or _StopOnSignal()
     n = len(enc["train"])
     for epoch in range(progress["epoch"], args.epochs):
         # The epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
@@ -284,6 +398,7 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
         bar = tqdm(range(progress["step_in_epoch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
                    mininterval=2, leave=False)
         for step in bar:
+            stop.check()
             started = time.perf_counter()
             items = [enc["train"][i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
             batch = model_inputs(items, tokenizer.pad_token_id, device)
@@ -305,6 +420,7 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
             save_trained(model, out_dir)
         progress["epoch"], progress["step_in_epoch"] = epoch + 1, 0
         _save(out_dir, model, optimizer, scheduler, progress)
+        stop.check()
 
 
 class _nothing:
@@ -319,17 +435,30 @@ def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int) -
     try:
         loss = model(**batch).loss
         if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped. The last good "
-                                f"checkpoint is kept: lower --lr, then rerun (or --resume)")
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped: lower --lr (or check "
+                                f"the labels), then rerun with --overwrite")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+        if not torch.isfinite(norm):  # a finite loss can still have inf/NaN gradients
+            optimizer.zero_grad(set_to_none=True)
+            raise TrainingError(f"gradient norm became {norm.item()} at step {step + 1}; stopped: lower --lr "
+                                f"or --max-grad-norm, then rerun with --overwrite")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    except torch.OutOfMemoryError:
+    except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one; CPU allocators raise plain ones
+        if not is_out_of_memory(exc):
+            raise
         raise TrainingError("out of memory: lower --batch-size or --max-length "
                             "(or use --method read, which keeps no backbone activations)") from None
     return loss.item()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
 def _save(out_dir, model, optimizer, scheduler, progress) -> None:
@@ -342,9 +471,17 @@ def _resume(out_dir, model, optimizer, scheduler) -> dict:
     path = ckpt.latest_checkpoint(out_dir)
     trainable, state = ckpt.load_checkpoint(path)
     ckpt.load_into(model, trainable, path / ckpt.TRAINABLE_NAME)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    ckpt.set_rng_state(state["rng"])
+    try:
+        progress = state["progress"]
+        if not (isinstance(progress, dict) and all(isinstance(progress.get(k), int) and progress[k] >= 0
+                                                   for k in ("epoch", "step_in_epoch", "global_step"))):
+            raise ValueError("no valid progress record")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        raise ckpt.CheckpointError(f"{path / ckpt.STATE_NAME} is damaged or from another run ({exc}); "
+                                   f"drop --resume and pass --overwrite to start afresh") from None
     tqdm.write(f"resuming from {path} (epoch {state['progress']['epoch']}, step {state['progress']['global_step']})")
     return state["progress"]
 
@@ -353,17 +490,7 @@ def _resume(out_dir, model, optimizer, scheduler) -> dict:
 def load_run(run_dir: str | Path, device: str = "auto"):
     """(model, tokenizer, spec, args, text_to_text) of a finished run, weights loaded."""
     run_dir = Path(run_dir)
-    config_path = run_dir / RUN_CONFIG
-    if not config_path.is_file():
-        raise ValueError(f"{run_dir} is not a readapt run directory (no {RUN_CONFIG})")
-    import json
-
-    try:
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-        args = TrainArgs(**saved["args"])
-        spec = TaskSpec.from_dict(saved["task"])
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{config_path} is unreadable or from another version ({exc})") from None
+    args, spec, _ = read_run_config(run_dir)
     torch_device = pick_device(device)
     model, tokenizer, text_to_text = build(args, spec, torch_device)
     if not ((run_dir / ckpt.TRAINABLE_NAME).is_file() or (run_dir / WEIGHTS_NAME).is_file()):
@@ -372,4 +499,56 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     return model, tokenizer, spec, args, text_to_text, torch_device
 
 
-__all__ = ["TrainArgs", "TrainingError", "train", "load_run", "evaluate", "predict", "CONFIG_NAME"]
+RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
+    """(args, task spec, raw dict) of run_config.json, parsed as plain JSON and validated as strictly
+    as ReadConfig: unknown or missing keys and wrong types are a ConfigError naming the file."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a readapt run directory (no {RUN_CONFIG}); pass the --output "
+                          f"folder of a `readapt train` run")
+    damaged = "re-create the run with `readapt train`"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"{path} is not readable JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                          f"the file is damaged: {damaged}") from None
+    if not isinstance(saved, dict) or sorted(saved) != sorted(RUN_CONFIG_KEYS):
+        got = sorted(saved) if isinstance(saved, dict) else f"a JSON {type(saved).__name__}"
+        raise ConfigError(f"{path} has keys {got}, expected {list(RUN_CONFIG_KEYS)}; {damaged}")
+    values = saved["args"]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: 'args' must be a JSON object, got {type(values).__name__}; {damaged}")
+    names = [f.name for f in dataclasses.fields(TrainArgs)]
+    unknown, missing = sorted(set(values) - set(names)), sorted(set(names) - set(values))
+    if unknown or missing:
+        what = "; ".join(part for part in (f"unknown key(s) {unknown}" if unknown else "",
+                                           f"missing key(s) {missing}" if missing else "") if part)
+        raise ConfigError(f"{path}: 'args' has {what}; it was written by another readapt version: {damaged}")
+    try:
+        args = TrainArgs(**values)
+        check_args(args)  # types first (ConfigError), then ranges and the method name (ValueError)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}; {damaged}") from None
+    task = saved["task"]
+    text_list = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    if not (isinstance(task, dict) and isinstance(task.get("name"), str) and text_list(task.get("metrics"))
+            and text_list(task.get("text_names")) and (task.get("label_names") is None or text_list(task["label_names"]))):
+        raise ConfigError(f"{path}: 'task' must be an object with name (text), label_names (list of text or "
+                          f"null), metrics and text_names (lists of text); {damaged}")
+    try:
+        spec = TaskSpec.from_dict(task)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    lr, text_to_text = saved["lr"], saved["text_to_text"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{path}: 'lr' must be a positive number, got {lr!r}; {damaged}")
+    if not isinstance(text_to_text, bool):
+        raise ConfigError(f"{path}: 'text_to_text' must be true or false, got {text_to_text!r}; {damaged}")
+    return args, spec, saved
+
+
+__all__ = ["TrainArgs", "TrainingError", "Interrupted", "read_run_config", "train", "load_run", "evaluate", "predict", "CONFIG_NAME"]

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from readapt.methods import HeadSpec, Method
-from readapt.methods.bitfit import TextToText, option, require_lm
+from readapt.methods.classifier import TextToText, option, require_lm
 from readapt.methods.classifier import classifier_for
 
 _BERT = (r"attention\.output\.dense$", r"layer\.\d+\.output\.dense$")

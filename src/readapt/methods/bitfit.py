@@ -21,8 +21,6 @@ Choices made here:
 * language-model tasks (``head is None``) train the LM's own biases with its own loss; T5 has
   no bias terms at all, so BitFit on T5 is refused with a clear error.
 
-``TextToText`` (the LM-task wrapper every peer uses when ``head is None``), ``require_lm`` and
-``option`` live here too, shared by lora/prompt/adapter/lst.
 """
 
 from __future__ import annotations
@@ -31,37 +29,9 @@ from typing import Any
 
 from torch import nn
 
-from readapt.backbones import base_model, family
+from readapt.backbones import base_model
 from readapt.methods import HeadSpec, Method
-from readapt.methods.classifier import classifier_for
-
-
-class TextToText(nn.Module):
-    """A Hugging Face LM (T5 text-to-text, or a causal LM) behind readapt's method interface:
-    ``forward(input_ids, attention_mask, token_type_ids=None, labels=None)`` returns the model's
-    own output (``.loss`` is its token cross-entropy; labels padded with -100)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **kwargs):
-        # token_type_ids mean nothing to T5/causal LMs; everything else (decoder_attention_mask,
-        # decoder_input_ids, ...) is passed through.
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
-
-
-def option(options: dict[str, Any], key: str, default: Any) -> Any:
-    """``options[key]``, or ``default`` where it is missing or None (an unset CLI flag)."""
-    value = options.get(key)
-    return default if value is None else value
-
-
-def require_lm(backbone: nn.Module, method: str) -> None:
-    """LM tasks (``head is None``) need a model with an LM head; an encoder-only one has none."""
-    if family(backbone.config.model_type) == "encoder":
-        raise ValueError(f"{method}: an LM task (head None) needs a seq2seq or causal LM backbone, "
-                         f"not the encoder-only {backbone.config.model_type!r}")
+from readapt.methods.classifier import TextToText, classifier_for, require_lm
 
 
 def is_bias(name: str) -> bool:

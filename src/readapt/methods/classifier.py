@@ -1,14 +1,18 @@
-"""Backbone + head, the shape every peer method trains (READ has its own, in model.py)."""
+"""What every peer method trains: backbone + head for classification, the LM itself for text-to-text.
+
+(READ has its own model, in model.py.)
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from readapt.backbones import base_model
+from readapt.backbones import base_model, family
 from readapt.heads import ClassificationHead
 from readapt.methods import HeadSpec
 
@@ -51,3 +55,31 @@ def classifier_for(backbone: nn.Module, head: HeadSpec, frozen_body: bool = Fals
     body = base_model(backbone)
     hidden = body.config.hidden_size
     return SequenceClassifier(body, ClassificationHead(hidden, head.num_labels, head.pooling, head.dropout), frozen_body)
+
+
+class TextToText(nn.Module):
+    """A Hugging Face LM (T5 text-to-text, or a causal LM) behind readapt's method interface:
+    ``forward(input_ids, attention_mask, token_type_ids=None, labels=None)`` returns the model's
+    own output (``.loss`` is its token cross-entropy; labels padded with -100)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **kwargs):
+        # token_type_ids mean nothing to T5/causal LMs; everything else (decoder_attention_mask,
+        # decoder_input_ids, ...) is passed through.
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+
+def option(options: dict[str, Any], key: str, default: Any) -> Any:
+    """``options[key]``, or ``default`` where it is missing or None (an unset CLI flag)."""
+    value = options.get(key)
+    return default if value is None else value
+
+
+def require_lm(backbone: nn.Module, method: str) -> None:
+    """LM tasks (``head is None``) need a model with an LM head; an encoder-only one has none."""
+    if family(backbone.config.model_type) == "encoder":
+        raise ValueError(f"{method}: an LM task (head None) needs a seq2seq or causal LM backbone, "
+                         f"not the encoder-only {backbone.config.model_type!r}")

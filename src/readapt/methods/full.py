@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from readapt.methods import HeadSpec, Method
-from readapt.methods.classifier import classifier_for
+from readapt.methods.classifier import TextToText, classifier_for
 
 
 def build(backbone, head: HeadSpec | None, options: dict):
     for p in backbone.parameters():
         p.requires_grad_(True)
     if head is None:  # text-to-text / causal LM: the model's own LM loss
-        return backbone
+        return TextToText(backbone)
     return classifier_for(backbone, head)
 
 

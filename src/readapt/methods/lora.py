@@ -36,7 +36,7 @@ from torch import nn
 from readapt.backbones import base_model, family
 from readapt.heads import ClassificationHead
 from readapt.methods import HeadSpec, Method
-from readapt.methods.bitfit import TextToText, option, require_lm
+from readapt.methods.classifier import TextToText, option, require_lm
 from readapt.methods.classifier import SequenceClassifier
 
 

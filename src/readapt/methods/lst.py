@@ -60,7 +60,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from readapt.backbones import base_model, family, freeze
 from readapt.heads import ClassificationHead
 from readapt.methods import HeadSpec, Method
-from readapt.methods.bitfit import option
+from readapt.methods.classifier import option
 
 TEMPERATURE = 0.1
 
