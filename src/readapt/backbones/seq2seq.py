@@ -27,8 +27,13 @@ class Seq2SeqBackbone:
     def __init__(self, model: nn.Module):
         if not hasattr(model, "decoder") or not hasattr(model, "lm_head"):
             raise ValueError("T5 backbones must be loaded with AutoModelForSeq2SeqLM (they need the LM head)")
-        # Only eager attention returns the cross-attention probabilities the Joiner reuses.
+        # Only eager attention returns the cross-attention probabilities the Joiner reuses. Older
+        # transformers 5.x releases keep a config copy per stack, so set it on every one of them.
         model.set_attn_implementation("eager")
+        for module in model.modules():
+            config = getattr(module, "config", None)
+            if config is not None and getattr(config, "_attn_implementation", "eager") != "eager":
+                config._attn_implementation = "eager"
         self.model = freeze(model)
         config = model.config
         self.hidden_size: int = config.d_model
@@ -48,6 +53,9 @@ class Seq2SeqBackbone:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask,
                          decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
                          output_hidden_states=True, output_attentions=True, use_cache=False, return_dict=True)
+        if not out.cross_attentions or len(out.cross_attentions) != self.num_layers:
+            raise RuntimeError("the backbone returned no cross-attention probabilities; READ needs "
+                               "attn_implementation='eager' on every T5 stack")
         return BackboneStates(
             hidden_states=tuple(out.decoder_hidden_states), attention_mask=decoder_attention_mask,
             encoder_hidden_states=tuple(out.encoder_hidden_states), encoder_attention_mask=attention_mask,
