@@ -21,9 +21,13 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from readapt.checkpoint import atomic_write_text, latest_checkpoint
+from readapt.checkpoint import atomic_write_text
 from readapt.methods import get_method
 from readapt.report import write_report
+
+class BenchError(ValueError):
+    """Some cells failed; their logs say why, and rerunning the same command retries them."""
+
 
 DEFAULT_TASKS = ["glue/cola", "glue/sst2", "glue/mrpc", "glue/rte", "glue/stsb"]
 DEFAULT_METHODS = ["full", "bitfit", "lora", "prompt", "adapter", "lst", "read"]
@@ -56,7 +60,7 @@ def cell_command(args: BenchArgs, task: str, method: str, seed: int, run_dir: Pa
         cmd += ["--data-dir", args.data_dir]
     if args.max_train_examples:
         cmd += ["--max-train-examples", str(args.max_train_examples)]
-    if latest_checkpoint(run_dir) is not None:
+    if (run_dir / "run_config.json").is_file():  # started before: continue it (from step 0 if no checkpoint yet)
         cmd.append("--resume")
     return cmd
 
@@ -90,5 +94,5 @@ def run_bench(args: BenchArgs) -> Path:
     print(f"{len(records)}/{len(cells)} cells finished; results in {results}, table in {table}, "
           f"plots: {', '.join(p.name for p in plots) or 'none'}")
     if failed:
-        raise RuntimeError(f"{len(failed)} cell(s) failed: {failed[0]}; rerun the same command to retry them")
+        raise BenchError(f"{len(failed)} cell(s) failed: {failed[0]}; rerun the same command to retry them")
     return results

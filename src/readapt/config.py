@@ -118,7 +118,9 @@ class ReadConfig:
 
     def save_pretrained(self, directory: str | Path) -> Path:
         path = Path(directory) / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)  # atomic: a reader never sees half a config
         return path
 
     @classmethod
@@ -143,7 +145,13 @@ class ReadConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}); the file is corrupted") from None
-        return cls.from_dict(data)
+        except (RecursionError, ValueError) as exc:  # absurd nesting; an int past the digit limit
+            raise ConfigError(f"{path} is not a usable JSON config ({type(exc).__name__}); the file is "
+                              f"corrupted") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _check_types(config: Any) -> None:
@@ -154,7 +162,10 @@ def _check_types(config: Any) -> None:
         if not _matches(value, hints[f.name]):
             raise ConfigError(f"{f.name}={value!r}: expected {_type_name(hints[f.name])}")
         if isinstance(value, int) and not isinstance(value, bool) and hints[f.name] in (float, Optional[float]):
-            setattr(config, f.name, float(value))
+            try:
+                setattr(config, f.name, float(value))
+            except OverflowError:
+                raise ConfigError(f"{f.name}: an integer too large for a float; use a number like 1.0") from None
 
 
 def _matches(value: Any, hint: Any) -> bool:

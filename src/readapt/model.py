@@ -77,9 +77,9 @@ class ReadModel(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 decoder_input_ids=None, decoder_attention_mask=None,
                 states: Optional[BackboneStates] = None, **_):
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if states is None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
             states = self.runner.run(input_ids=input_ids, attention_mask=attention_mask,
                                      token_type_ids=token_type_ids, labels=labels,
                                      decoder_input_ids=decoder_input_ids,

@@ -99,7 +99,11 @@ class TrainArgs:
 
 def check_args(args: TrainArgs) -> None:
     """Absurd values fail here, before anything is loaded or written."""
-    _check_types(args)  # TrainArgs(epochs="3") from Python: a ConfigError, not a TypeError later
+    try:
+        _check_types(args)  # TrainArgs(epochs="3") from Python: a ConfigError, not a TypeError later
+    except OverflowError:  # an int too large for a float field (lr=10**400)
+        raise ConfigError("a float option holds an integer too large for a float; use a number "
+                          "like 1e-3") from None
     limits = [("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("max_length", 1, 131_072),
               ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, 65_536), ("save_every", 0, 10**9)]
     for name, low, high in limits:
@@ -116,7 +120,8 @@ def check_args(args: TrainArgs) -> None:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return any((path / name).exists() for name in (RUN_CONFIG, METRICS, ckpt.CHECKPOINT_DIR))
+    # RUN_CONFIG.tmp alone: a run killed while writing its first file
+    return any((path / name).exists() for name in (RUN_CONFIG, RUN_CONFIG + ".tmp", METRICS, ckpt.CHECKPOINT_DIR))
 
 
 def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
@@ -140,8 +145,9 @@ def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
                              f"runs, so choose another --output")
 
 
-# Options that may change between a run and its --resume: they do not change what is trained.
-RESUMABLE_CHANGES = ("resume", "overwrite", "device", "save_every")
+# Options that may change between a run and its --resume: they do not change what is trained
+# (a run folder may also be moved or renamed between the two).
+RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every")
 
 
 def check_resume_args(path: Path, args: "TrainArgs") -> None:
@@ -231,7 +237,12 @@ def load_trained(model, directory: Path) -> None:
     if hasattr(model, "side"):
         from readapt.model import check_backbone_matches
 
-        saved = ReadConfig.from_pretrained(directory)  # strict JSON: unknown/missing keys, wrong types
+        try:
+            saved = ReadConfig.from_pretrained(directory)  # strict JSON: unknown/missing keys, wrong types
+        except ConfigError as exc:
+            if str(directory) in str(exc):
+                raise
+            raise ConfigError(f"{directory / CONFIG_NAME}: {exc}") from None
         check_backbone_matches(saved, model.base_model)
         differ = [f"{k} {v!r} vs {getattr(model.config, k)!r}" for k, v in saved.to_dict().items()
                   if k != "base_model_name_or_path" and v != getattr(model.config, k)]
@@ -248,12 +259,6 @@ def load_trained(model, directory: Path) -> None:
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
     backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code)
-    vocab = getattr(backbone.config, "vocab_size", None)
-    if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
-        # transformers falls back to a near-empty tokenizer when a folder has none: every word [UNK].
-        raise ValueError(f"model {args.model!r} has no usable tokenizer ({len(tokenizer)} tokens for a "
-                         f"{vocab}-token model); save the model's tokenizer into that folder "
-                         f"(tokenizer.save_pretrained)")
     text_to_text = kind == "seq2seq"
     head = None if text_to_text else HeadSpec(
         num_labels=spec.num_labels, pooling=args.pooling or ("last" if kind == "causal" else "mean"))
@@ -473,13 +478,18 @@ def _resume(out_dir, model, optimizer, scheduler) -> dict:
     ckpt.load_into(model, trainable, path / ckpt.TRAINABLE_NAME)
     try:
         progress = state["progress"]
-        if not (isinstance(progress, dict) and all(isinstance(progress.get(k), int) and progress[k] >= 0
-                                                   for k in ("epoch", "step_in_epoch", "global_step"))):
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        if not (isinstance(progress, dict)
+                and all(isinstance(progress.get(k), int) and not isinstance(progress[k], bool) and progress[k] >= 0
+                        for k in ("epoch", "step_in_epoch", "global_step"))
+                and isinstance(progress.get("history"), list) and number(progress.get("train_seconds"))
+                and (progress.get("best_score") is None or number(progress["best_score"]))
+                and (progress.get("best_epoch") is None or isinstance(progress["best_epoch"], int))):
             raise ValueError("no valid progress record")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
-    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         raise ckpt.CheckpointError(f"{path / ckpt.STATE_NAME} is damaged or from another run ({exc}); "
                                    f"drop --resume and pass --overwrite to start afresh") from None
     tqdm.write(f"resuming from {path} (epoch {state['progress']['epoch']}, step {state['progress']['global_step']})")
@@ -514,8 +524,8 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ConfigError(f"{path} is not readable JSON ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                          f"the file is damaged: {damaged}") from None
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{path} is not readable JSON ({detail}); the file is damaged: {damaged}") from None
     if not isinstance(saved, dict) or sorted(saved) != sorted(RUN_CONFIG_KEYS):
         got = sorted(saved) if isinstance(saved, dict) else f"a JSON {type(saved).__name__}"
         raise ConfigError(f"{path} has keys {got}, expected {list(RUN_CONFIG_KEYS)}; {damaged}")
@@ -536,7 +546,8 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     task = saved["task"]
     text_list = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
     if not (isinstance(task, dict) and isinstance(task.get("name"), str) and text_list(task.get("metrics"))
-            and text_list(task.get("text_names")) and (task.get("label_names") is None or text_list(task["label_names"]))):
+            and text_list(task.get("text_names"))
+            and (task.get("label_names") is None or text_list(task["label_names"]))):
         raise ConfigError(f"{path}: 'task' must be an object with name (text), label_names (list of text or "
                           f"null), metrics and text_names (lists of text); {damaged}")
     try:
@@ -551,4 +562,5 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     return args, spec, saved
 
 
-__all__ = ["TrainArgs", "TrainingError", "Interrupted", "read_run_config", "train", "load_run", "evaluate", "predict", "CONFIG_NAME"]
+__all__ = ["TrainArgs", "TrainingError", "Interrupted", "read_run_config", "train", "load_run", "evaluate", "predict",
+           "CONFIG_NAME"]

@@ -6,6 +6,8 @@ runs unless the user asks for it with ``trust_remote_code=True``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
                           AutoTokenizer)
 
@@ -22,13 +24,21 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError/ValueError/HF errors for bad ids and paths
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: not a local model folder and not "
-                             f"reachable on the Hugging Face Hub ({str(exc).splitlines()[0]})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        where = ("a local folder without a usable config.json" if Path(name_or_path).is_dir()
+                 else "not a local model folder and not reachable on the Hugging Face Hub")
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {where} ({reason})") from None
     kind = family(config.model_type)  # UnsupportedModelError names the supported types
     auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM if lm else AutoModel,
             "encoder": AutoModel}[kind]
     model = auto.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    vocab = getattr(model.config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
+        # transformers falls back to a near-empty tokenizer when a folder has none: every word [UNK].
+        raise ModelLoadError(f"model {name_or_path!r} has no usable tokenizer ({len(tokenizer)} tokens for a "
+                             f"{vocab}-token model); save the model's tokenizer into that folder "
+                             f"(tokenizer.save_pretrained)")
     if tokenizer.pad_token is None:  # GPT-2/Llama ship without one; batching needs it
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:

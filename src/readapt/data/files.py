@@ -64,7 +64,8 @@ def read_table(path: str | Path, role: str = "train") -> Table:
         raise DataError(f"cannot read {role} file {path} ({err}); check the file "
                         "and its permissions") from err
     if columns is None:
-        raise DataError(f"{role} file {path} is empty; add a header line and examples")
+        what = "one JSON object per line" if fmt == "jsonl" else "a header line and examples"
+        raise DataError(f"{role} file {path} is empty; add {what}")
     if not rows:
         raise DataError(f"{role} file {path} has no data rows (columns: {', '.join(columns)}); "
                         "add examples")
@@ -95,6 +96,9 @@ def _read_jsonl(f, path: Path, role: str) -> tuple[list[str] | None, list[tuple[
         except json.JSONDecodeError as err:
             raise DataError(f"{role} file {path} line {number} is not valid JSON ({err.msg}); "
                             "JSON Lines needs one complete JSON object per line") from err
+        except (RecursionError, ValueError) as err:  # absurd nesting, or an int past Python's digit limit
+            raise DataError(f"{role} file {path} line {number} is not a usable JSON object "
+                            f"({type(err).__name__}); write each example as a flat object") from None
         if not isinstance(record, dict):
             raise DataError(f"{role} file {path} line {number} is a JSON {type(record).__name__}, "
                             'not an object; write each example as {"text": ..., "label": ...}')
@@ -108,11 +112,9 @@ def _number(value: Any) -> float | None:
     """The value as a finite number, or None if it is text (bools count as text: true/false)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    try:
+    try:  # ints too large for a float (10**400) are no usable number either
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
