@@ -30,3 +30,23 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def quiet(monkeypatch):
+    """No progress bars (ours or transformers') on stderr while a test runs."""
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
+
+    import readapt.train
+
+    class QuietTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    monkeypatch.setattr(readapt.train, "tqdm", QuietTqdm)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    yield
+    if was_enabled:
+        hf_logging.enable_progress_bar()

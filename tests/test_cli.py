@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel
-from transformers.utils import logging as hf_logging
 
 import readapt.train
 from readapt import ConfigError
@@ -24,21 +23,8 @@ from readapt.train import TrainArgs, TrainingError, train
 
 
 @pytest.fixture(autouse=True)
-def quiet(monkeypatch):
+def _quiet(quiet):
     """No progress bars on stderr, so that stderr holds exactly what the CLI prints."""
-    from tqdm.auto import tqdm
-
-    class QuietTqdm(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(readapt.train, "tqdm", QuietTqdm)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    yield
-    if was_enabled:
-        hf_logging.enable_progress_bar()
 
 
 def _write(path: Path, text: str) -> str:

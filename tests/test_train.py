@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers.utils import logging as hf_logging
 
 import readapt.train
 from readapt import ConfigError, ReadModel
@@ -22,19 +21,8 @@ from readapt.train import (Interrupted, TrainArgs, TrainingError, check_args, is
 
 
 @pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    from tqdm.auto import tqdm
-
-    class QuietTqdm(tqdm):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, "disable": True})
-
-    monkeypatch.setattr(readapt.train, "tqdm", QuietTqdm)
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    yield
-    if was_enabled:
-        hf_logging.enable_progress_bar()
+def _quiet(quiet):
+    """No progress bars on stderr, so that stderr holds exactly what the CLI prints."""
 
 
 @pytest.fixture(scope="module")
