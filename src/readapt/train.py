@@ -212,7 +212,7 @@ def predict(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: i
 
 
 def _sequence_logprob(model, batch, target: list[int]) -> torch.Tensor:
-    labels = torch.tensor(target, device=batch["input_ids"].device).expand(batch["input_ids"].shape[0], -1)
+    labels = torch.tensor(target, device=batch["input_ids"].device).repeat(batch["input_ids"].shape[0], 1)
     logits = model(**batch, labels=labels).logits.float()
     return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
 

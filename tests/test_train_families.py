@@ -1,0 +1,60 @@
+"""End to end through `readapt train` / eval / predict for each backbone family (tiny random
+weights with a real tokenizer): encoder (tiny_model_dir), T5 text-to-text, GPT-2 classification."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2Model, T5Config, T5ForConditionalGeneration
+
+from readapt.cli import main
+from readapt.train import TrainArgs, load_run, train
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, minilm_path):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    vocab = tokenizer.vocab_size
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                             num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
+                                             pad_token_id=0, eos_token_id=102))
+    gpt2 = GPT2Model(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                bos_token_id=101, eos_token_id=102))
+    dirs = {}
+    for name, model in (("t5", t5), ("gpt2", gpt2)):
+        path = tmp_path_factory.mktemp(name)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        dirs[name] = str(path)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    words = [("a fine bright film", "pos"), ("dull and grey", "neg"), ("bright and fine", "pos"), ("grey dull mess", "neg")]
+    for name, n in (("train.csv", 24), ("val.csv", 8)):
+        rows = ["text,label"] + [f"{words[i % 4][0]},{words[i % 4][1]}" for i in range(n)]
+        (d / name).write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.mark.parametrize("family, method", [("t5", "read"), ("t5", "full"), ("t5", "lora"), ("gpt2", "read"),
+                                            ("gpt2", "full")])
+def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, capsys):
+    out = tmp_path / "run"
+    metrics = train(TrainArgs(model=model_dirs[family], output=str(out), method=method, train_file=str(files / "train.csv"),
+                              validation_file=str(files / "val.csv"), epochs=2, batch_size=8, max_length=16,
+                              rnn_dim=8, device="cpu"), argv=["test"])
+    assert set(metrics["validation"]) == {"accuracy", "f1"} and metrics["test"] is None
+    assert 0 <= metrics["validation"]["accuracy"] <= 1 and metrics["trainable_params"] > 0
+    model, tokenizer, spec, args, text_to_text, device = load_run(out, "cpu")
+    assert text_to_text == (family == "t5")
+    capsys.readouterr()  # drop what training printed
+    assert main(["predict", "--run", str(out), "--text", "bright fine film", "grey mess", "--device", "cpu"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["prediction"] in ("neg", "pos") for line in lines] == [True, True]
+    assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
