@@ -49,6 +49,7 @@ def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, 
                               rnn_dim=8, device="cpu"), argv=["test"])
     assert set(metrics["validation"]) == {"accuracy", "f1"} and metrics["test"] is None
     assert 0 <= metrics["validation"]["accuracy"] <= 1 and metrics["trainable_params"] > 0
+    assert metrics["inference"]["latency_ms"] > 0 and metrics["inference"]["batch_size"] == 8
     model, tokenizer, spec, args, text_to_text, device = load_run(out, "cpu")
     assert text_to_text == (family == "t5")
     capsys.readouterr()  # drop what training printed

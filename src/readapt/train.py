@@ -34,7 +34,7 @@ from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
 from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, _check_types
 from readapt.data import TaskData, TaskSpec, collate, compute_metrics, encode, encode_text_to_text, load_task
-from readapt.measure import Meter
+from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
 
 RUN_CONFIG = "run_config.json"
@@ -328,6 +328,7 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
                              text_to_text, desc=name) if split else None
               for name, split in (("validation", data.validation), ("test", data.test))}
+    inference = _inference_cost(model, enc["validation"], tokenizer, args.eval_batch_size, device, text_to_text)
     trainable, total = count_parameters(model)
     seen = progress["global_step"] * args.batch_size
     metrics = {
@@ -340,10 +341,22 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
         "train_examples": len(data.train), "train_seconds": round(progress["train_seconds"], 3),
         "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
-        "cost": cost, "device": str(device), "resumed": bool(args.resume),
+        "cost": cost, "inference": inference, "device": str(device), "resumed": bool(args.resume),
     }
     ckpt.write_json(out_dir / METRICS, metrics)
     return metrics
+
+
+def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text) -> dict:
+    """Latency and memory of one forward pass over an evaluation-sized batch of validation data
+    (text-to-text models score the gold target, teacher-forced)."""
+    batch = model_inputs(encoded[:batch_size], tokenizer.pad_token_id, device)
+    if not text_to_text:
+        batch.pop("labels", None)
+    model.eval()
+    with torch.no_grad():
+        result = measure_inference(lambda: model(**batch), device)
+    return {"batch_size": int(batch["input_ids"].shape[0]), **result}
 
 
 def linear_schedule_with_warmup(optimizer, warmup_steps: int, total_steps: int):
