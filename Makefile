@@ -20,5 +20,8 @@ demo: install
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
+bench: install
+	bash benchmarks/glue.sh
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

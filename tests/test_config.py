@@ -9,7 +9,7 @@ def test_defaults_are_valid_and_every_field_has_help():
     import dataclasses
 
     config = ReadConfig()
-    assert (config.rnn_type, config.rnn_dim, config.aggregation) == ("gru", 128, "mean")
+    assert (config.rnn_type, config.rnn_dim, config.aggregation) == ("lstm", 128, "mean")
     assert all(f.metadata.get("help") for f in dataclasses.fields(ReadConfig))
 
 

@@ -33,8 +33,10 @@ class ReadConfig:
         metadata={"help": f"What the model is trained for: one of {', '.join(TASK_TYPES)}."},
     )
     rnn_type: str = field(
-        default="gru",
-        metadata={"help": "Recurrent cell walking the backbone's layers: gru, lstm or rnn (tanh)."},
+        default="lstm",
+        metadata={"help": "Recurrent cell walking the backbone's layers: lstm, gru or rnn (tanh). "
+                          "LSTM is the default: it beat GRU on our Rotten Tomatoes validation set "
+                          "(README, 'What we tried')."},
     )
     rnn_dim: int = field(
         default=128,

@@ -65,7 +65,7 @@ class TrainArgs:
     lr: Optional[float] = field(default=None, metadata={"help": "peak learning rate (default: the method's own)"})
     max_length: int = field(default=128, metadata={"help": "tokens per example after truncation"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, data order and dropout"})
-    rnn_type: str = field(default="gru", metadata={"help": "READ: gru, lstm or rnn"})
+    rnn_type: str = field(default="lstm", metadata={"help": "READ: lstm, gru or rnn"})
     rnn_dim: int = field(default=128, metadata={"help": "READ: hidden size r of the side RNN"})
     layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
