@@ -38,6 +38,7 @@ def quiet(monkeypatch):
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
+    import readapt.evaluate
     import readapt.train
 
     class QuietTqdm(tqdm):
@@ -45,6 +46,7 @@ def quiet(monkeypatch):
             super().__init__(*args, **{**kwargs, "disable": True})
 
     monkeypatch.setattr(readapt.train, "tqdm", QuietTqdm)
+    monkeypatch.setattr(readapt.evaluate, "tqdm", QuietTqdm)
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     yield

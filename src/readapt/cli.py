@@ -58,7 +58,8 @@ def cmd_eval(args: EvalArgs) -> int:
     import numpy as np
 
     from readapt.data import load_task
-    from readapt.train import encode_split, evaluate, load_run
+    from readapt.evaluate import encode_split, evaluate
+    from readapt.train import load_run
 
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
     if args.split not in ("validation", "test"):
@@ -78,7 +79,8 @@ def cmd_eval(args: EvalArgs) -> int:
 
 def cmd_predict(args: PredictArgs) -> int:
     from readapt.data import Example
-    from readapt.train import encode_split, load_run, predict
+    from readapt.evaluate import encode_split, predict
+    from readapt.train import load_run
 
     texts = list(args.text or [])
     if args.input_file:

