@@ -14,9 +14,6 @@ variants=(
   "lstm-r128|--rnn-type lstm"
   "lstm-r128-lr1e-2|--rnn-type lstm --lr 1e-2"
   "lstm-r256|--rnn-type lstm --rnn-dim 256"
-  "lstm-last-step|--rnn-type lstm --aggregation last"
-  "lstm-with-embeddings|--rnn-type lstm --layers 0 1 2 3 4 5 6"
-  "lstm-top-3-layers|--rnn-type lstm --layers 4 5 6"
 )
 mkdir -p "$OUT"
 for v in "${variants[@]}"; do
