@@ -53,6 +53,9 @@ def summarise(records: Iterable[dict], split: str = "test") -> dict:
         for key in ("peak_memory_mb", "train_seconds", "energy_joules", "trainable_percent", "examples_per_second"):
             if r.get(key) is not None:
                 entry["cost"][key].append(r[key])
+        tensor_peak = (r.get("cost") or {}).get("peak_tensor_memory_mb")  # first training steps, CPU
+        if tensor_peak is not None:
+            entry["cost"]["peak_tensor_memory_mb"].append(tensor_peak)
         if r["task"] not in tasks:
             tasks.append(r["task"])
     tasks.sort(key=lambda t: list(SHORT).index(t) if t in SHORT else len(SHORT))
@@ -80,7 +83,8 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
     order = [m for m in METHOD_ORDER if m in methods] + sorted(set(methods) - set(METHOD_ORDER))
     full_cost = methods.get("full", {}).get("cost", {})
     header = (["Method"] + [f"{SHORT.get(t, t)} ({metric_names.get(t, '')})" for t in tasks]
-              + ["Avg", "Trainable %", "Peak mem (MB)", "Mem / full", "Train time (s)", "Time / full", "Energy (J)"])
+              + ["Avg", "Trainable %", "Peak mem (MB)", "Mem / full", "Tensor peak (MB)", "Tensor / full",
+                 "Train time (s)", "Time / full", "Energy (J)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in order:
         m = methods[method]
@@ -94,7 +98,9 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
         energy = f"{cost['energy_joules']:.0f}" if "energy_joules" in cost else "n/a"
         row = ([method] + [_fmt(m["tasks"][t]) for t in tasks] + [_fmt(m["average"])]
                + [f"{cost.get('trainable_percent', float('nan')):.3f}", f"{cost.get('peak_memory_mb', float('nan')):.0f}",
-                  ratio("peak_memory_mb"), f"{cost.get('train_seconds', float('nan')):.0f}", ratio("train_seconds"), energy])
+                  ratio("peak_memory_mb"), f"{cost.get('peak_tensor_memory_mb', float('nan')):.0f}",
+                  ratio("peak_tensor_memory_mb"), f"{cost.get('train_seconds', float('nan')):.0f}", ratio("train_seconds"),
+                  energy])
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
