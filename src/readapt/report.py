@@ -133,7 +133,7 @@ def plot(records: list[dict], out_dir: Path, split: str = "test") -> list[Path]:
         ax.set_ylabel(f"average {split} score (points)")
         ax.set_title(f"{', '.join(SHORT.get(t, t) for t in s['tasks'])}: score vs cost")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="center right", fontsize=8)
         fig.tight_layout()
         path = Path(out_dir) / name
         fig.savefig(path, dpi=120)
