@@ -59,3 +59,21 @@ def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, 
     assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
+
+
+def test_demo_trains_read_on_the_packaged_model(monkeypatch, tmp_path, minilm_path):
+    """`readapt demo` hands valid arguments to train() (the run itself is `make demo`)."""
+    import readapt.train
+
+    seen = {}
+
+    def fake_train(args, argv=None):
+        readapt.train.check_args(args)  # the real argument checks, types included
+        seen.update(model=args.model, task=args.task, method=args.method, epochs=args.epochs)
+        return {"method": args.method, "task": args.task, "test": {"accuracy": 0.5}, "validation": None,
+                "trainable_params": 1, "total_params": 2, "trainable_percent": 50.0, "energy_joules": None,
+                "peak_memory_mb": 1.0, "train_seconds": 1.0, "examples_per_second": 1.0}
+
+    monkeypatch.setattr(readapt.train, "train", fake_train)
+    assert main(["demo", "--output", str(tmp_path / "demo")]) == 0
+    assert seen == {"model": str(minilm_path), "task": "rotten_tomatoes", "method": "read", "epochs": 3}

