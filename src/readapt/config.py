@@ -88,7 +88,7 @@ class ReadConfig:
         default=None, metadata={"help": "Backbone layer count N (recorded, checked on load)."})
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         if self.task_type not in TASK_TYPES:
             raise ConfigError(f"task_type={self.task_type!r}: choose one of {', '.join(TASK_TYPES)}")
         if self.rnn_type not in RNN_TYPES:
@@ -156,7 +156,7 @@ class ReadConfig:
             raise ConfigError(f"{path}: {exc}") from None
 
 
-def _check_types(config: Any) -> None:
+def check_types(config: Any) -> None:
     """Reject wrong JSON types early: bool is not an int, a string is not a list."""
     hints = get_type_hints(type(config))
     for f in dataclasses.fields(config):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
-from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, _check_types
+from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
 from readapt.data import TaskData, TaskSpec, load_task
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, predict  # noqa: F401 (predict: public API)
 from readapt.measure import Meter, measure_inference
@@ -103,7 +103,7 @@ class TrainArgs:
 def check_args(args: TrainArgs) -> None:
     """Absurd values fail here, before anything is loaded or written."""
     try:
-        _check_types(args)  # TrainArgs(epochs="3") from Python: a ConfigError, not a TypeError later
+        check_types(args)  # TrainArgs(epochs="3") from Python: a ConfigError, not a TypeError later
     except OverflowError:  # an int too large for a float field (lr=10**400)
         raise ConfigError("a float option holds an integer too large for a float; use a number "
                           "like 1e-3") from None
@@ -532,5 +532,4 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     return args, spec, saved
 
 
-__all__ = ["TrainArgs", "TrainingError", "Interrupted", "read_run_config", "train", "load_run", "evaluate", "predict",
-           "CONFIG_NAME"]
+__all__ = ["TrainArgs", "TrainingError", "Interrupted", "read_run_config", "train", "load_run", "evaluate", "predict"]
