@@ -20,11 +20,12 @@ from typing import Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput, Seq2SeqLMOutput, SequenceClassifierOutput
 
 from readapt.backbones import BackboneStates, family, load_backbone
+from readapt.checkpoint import save_tensors
 from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig
 from readapt.heads import ClassificationHead, lm_loss, positions_read
 from readapt.side import SideNetwork
@@ -166,10 +167,7 @@ class ReadModel(nn.Module):
         """Writes read_config.json and read_model.safetensors (side network + head only)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {n: t.contiguous().cpu() for n, t in self.trainable_state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt", "library": "readapt"})
-        tmp.replace(directory / WEIGHTS_NAME)  # atomic: a reader never sees half a file
+        save_tensors(self.trainable_state_dict(), directory / WEIGHTS_NAME)  # atomic, as the config
         self.config.save_pretrained(directory)
         return directory
 

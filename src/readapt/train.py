@@ -175,11 +175,10 @@ def pick_device(name: str) -> torch.device:
 
 # -- saving --------------------------------------------------------------------------------------
 def save_trained(model, directory: Path) -> None:
-    """READ writes its PEFT-style pair (what ReadModel.save_pretrained writes); other methods the
-    tensors they train. Both files are written atomically: a kill never leaves half of one."""
+    """READ writes its PEFT-style pair (ReadModel.save_pretrained); other methods the tensors they
+    train. Every file is written atomically: a kill never leaves half of one."""
     if hasattr(model, "save_pretrained") and hasattr(model, "side"):
-        ckpt.save_tensors(model.trainable_state_dict(), directory / WEIGHTS_NAME)
-        ckpt.write_json(directory / CONFIG_NAME, model.config.to_dict())
+        model.save_pretrained(directory)
     else:
         ckpt.save_tensors(trainable_state_dict(model), directory / ckpt.TRAINABLE_NAME)
 
