@@ -8,6 +8,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from tiny_models import tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 from readapt import ConfigError, ReadConfig, ReadModel, get_read_model
 from readapt.config import WEIGHTS_NAME
+from readapt.model import SIDE_CHUNK_TOKENS
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +188,35 @@ def test_t5_read_trains_encoder_side_through_the_joiner():
     out.loss.backward()
     assert model.encoder_side.rnn.weight_ih_l0.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.base_model.parameters())
+
+
+def test_side_chunking_is_on_by_default_and_leaves_t5_training_unchanged():
+    """Both side networks of an encoder-decoder chunk their tokens; loss and gradients do not move."""
+    torch.manual_seed(0)
+    input_ids, labels = torch.randint(2, 100, (3, 7)), torch.randint(2, 100, (3, 5))
+    runs = []
+    for chunk in (None, 4):  # 21 encoder tokens, 15 decoder tokens: several chunks each, one partial
+        torch.manual_seed(1)
+        model = get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8))
+        assert model.side.chunk_tokens == model.encoder_side.chunk_tokens == SIDE_CHUNK_TOKENS
+        model.set_side_chunk_tokens(chunk)
+        assert model.side.chunk_tokens == model.encoder_side.chunk_tokens == chunk
+        torch.nn.init.normal_(model.side.out.weight, std=0.1)
+        torch.nn.init.normal_(model.encoder_side.out.weight, std=0.1)
+        out = model(input_ids=input_ids, labels=labels)
+        out.loss.backward()
+        runs.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (loss, grads), (chunked_loss, chunked_grads) = runs
+    torch.testing.assert_close(chunked_loss, loss)
+    for name, grad in grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
+def test_side_chunk_size_must_be_a_positive_count(bad):
+    model = get_read_model(tiny_bert(), ReadConfig(rnn_dim=8, num_labels=2))
+    with pytest.raises(ValueError, match="positive number of tokens"):
+        model.set_side_chunk_tokens(bad)
 
 
 @pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])

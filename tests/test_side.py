@@ -52,3 +52,52 @@ def test_rmsnorm_matches_definition():
     norm = RMSNorm(8, eps=0.0)
     x = torch.randn(3, 8)
     torch.testing.assert_close(norm(x), x / x.pow(2).mean(-1, keepdim=True).sqrt())
+
+
+def _trained_side(chunk_tokens, cross=False, rnn_type="lstm"):
+    torch.manual_seed(0)
+    side = SideNetwork(32, rnn_dim=16, rnn_type=rnn_type, cross=cross, chunk_tokens=chunk_tokens)
+    torch.nn.init.normal_(side.out.weight)  # a non-zero correction, as after some training
+    return side
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
+def test_chunked_training_gives_the_same_correction_and_gradients(cross, rnn_type):
+    torch.manual_seed(1)
+    states, cross_term = torch.randn(4, 300, 32), torch.randn(4, 300, 32) if cross else None
+    results = []
+    for chunk in (None, 64):  # 300 tokens: four full chunks and a partial one
+        side = _trained_side(chunk, cross, rnn_type)
+        correction = side(states, cross_term)
+        correction.pow(2).sum().backward()
+        results.append((correction.detach(), {n: p.grad for n, p in side.named_parameters()}))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_chunking_bounds_the_training_memory_of_the_side_network():
+    from readapt.measure import TensorMemoryTracker
+
+    states = torch.randn(6, 4096, 32)
+    peaks = {}
+    for chunk in (None, 512):
+        side = _trained_side(chunk)
+        with TensorMemoryTracker() as tracker:
+            side(states).sum().backward()
+        peaks[chunk] = tracker.peak_bytes
+    # Unchunked, autograd keeps every step's gates for all 4,096 sequences; chunked, one chunk's.
+    assert peaks[512] < 0.35 * peaks[None]
+
+
+def test_no_chunking_without_gradients():
+    side = _trained_side(8)
+    calls = []
+    side.rnn.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        side(torch.randn(3, 40, 32))
+    assert len(calls) == 1  # inference has nothing to save: one pass over all tokens
+    side(torch.randn(3, 40, 32))
+    assert len(calls) == 1 + 5

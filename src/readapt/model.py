@@ -30,6 +30,10 @@ from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig
 from readapt.heads import ClassificationHead, lm_loss, positions_read
 from readapt.side import SideNetwork
 
+# Token sequences the side network trains on at a time (SideNetwork.chunk_tokens): bounds its
+# activation memory at about one chunk's for any batch, at the cost of one extra side forward.
+SIDE_CHUNK_TOKENS = 1024
+
 
 class ReadModel(nn.Module):
     def __init__(self, backbone: nn.Module, config: ReadConfig):
@@ -48,7 +52,8 @@ class ReadModel(nn.Module):
         d, r = self.runner.hidden_size, config.rnn_dim
         side = dict(rnn_dim=r, rnn_type=config.rnn_type, aggregation=config.aggregation,
                     norm=self.runner.norm, eps=self.runner.eps,
-                    input_scale=config.input_scale, output_scale=config.output_scale)
+                    input_scale=config.input_scale, output_scale=config.output_scale,
+                    chunk_tokens=SIDE_CHUNK_TOKENS)
         self.side = SideNetwork(d, cross=kind == "seq2seq", **side)
         if kind == "seq2seq":
             self.encoder_layers = self._layers_read(self.runner.num_encoder_layers)
@@ -64,6 +69,17 @@ class ReadModel(nn.Module):
         if max(layers) > num_layers:
             raise ConfigError(f"layers={layers}: the backbone has layers 0..{num_layers}")
         return layers
+
+    def set_side_chunk_tokens(self, tokens: Optional[int]) -> "ReadModel":
+        """Train the side network(s) over at most ``tokens`` token sequences at a time, recomputing
+        each chunk in the backward pass; None trains on all of a batch's tokens at once (fewer,
+        larger kernels; more memory). The results are the same either way."""
+        if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+            raise ValueError(f"side chunk size {tokens!r}: give a positive number of tokens, or None")
+        for module in self.modules():
+            if isinstance(module, SideNetwork):
+                module.chunk_tokens = tokens
+        return self
 
     def train(self, mode: bool = True) -> "ReadModel":
         super().train(mode)

@@ -22,10 +22,12 @@ model.py wires them together.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 _RNNS = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
 
@@ -75,12 +77,20 @@ class SideNetwork(nn.Module):
 
     forward(states (L, M, d), cross (L, M, d) or None) -> correction (M, d)
     where L is the number of layers read and M the number of token sequences.
+
+    ``chunk_tokens`` bounds training memory. The M sequences are independent, so with gradients
+    on the network runs over at most ``chunk_tokens`` of them at a time and recomputes each chunk
+    in the backward pass (activation checkpointing): what autograd keeps is one chunk's RNN
+    activations, not M tokens' worth, whatever the batch's length. The correction and the
+    gradients are those of the unchunked network; the price is one more side-network forward,
+    small beside the frozen backbone's pass. None runs all M at once.
     """
 
     def __init__(self, dim: int, rnn_dim: int = 128, rnn_type: str = "gru", aggregation: str = "mean",
                  norm: str = "layernorm", eps: float = 1e-12, input_scale: float = 1.0,
-                 output_scale: float = 1.0, cross: bool = False):
+                 output_scale: float = 1.0, cross: bool = False, chunk_tokens: Optional[int] = None):
         super().__init__()
+        self.chunk_tokens = chunk_tokens
         self.joiner = Joiner(dim, norm, eps, input_scale, cross)
         self.rnn = _RNNS[rnn_type](dim, rnn_dim)  # (L, M, d) layout: time = depth
         self.aggregation = aggregation
@@ -90,6 +100,14 @@ class SideNetwork(nn.Module):
         nn.init.zeros_(self.out.weight)
 
     def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
+        chunk = self.chunk_tokens
+        if chunk is None or states.shape[1] <= chunk or not torch.is_grad_enabled():
+            return self._correction(states, cross)
+        crosses = cross.split(chunk, dim=1) if cross is not None else [None] * math.ceil(states.shape[1] / chunk)
+        return torch.cat([checkpoint(self._correction, s, c, use_reentrant=False)
+                          for s, c in zip(states.split(chunk, dim=1), crosses)])
+
+    def _correction(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
         x = self.joiner(states.to(self.out.weight.dtype), cross)
         outputs, _ = self.rnn(x)                     # h_0 = 0
         agg = outputs.mean(0) if self.aggregation == "mean" else outputs[-1]
