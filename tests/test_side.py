@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from readapt.measure import TensorMemoryTracker
 from readapt.side import Joiner, RMSNorm, SideNetwork
 
 
@@ -79,8 +80,6 @@ def test_chunked_training_gives_the_same_correction_and_gradients(cross, rnn_typ
 
 
 def test_chunking_bounds_the_training_memory_of_the_side_network():
-    from readapt.measure import TensorMemoryTracker
-
     states = torch.randn(6, 4096, 32)
     peaks = {}
     for chunk in (None, 512):

@@ -19,10 +19,15 @@ def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_t
     return encode(examples, tokenizer, max_length)
 
 
+def without_states(items: list[dict]) -> list[dict]:
+    """The items' token fields only, without cached backbone states (see attach_states)."""
+    return [{k: v for k, v in item.items() if k != "states"} for item in items]
+
+
 def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> dict:
     """A padded batch for ``model(**batch)``. Items carrying cached backbone states (see
     attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids."""
-    batch = collate([{k: v for k, v in item.items() if k != "states"} for item in items], pad_token_id)
+    batch = collate(without_states(items), pad_token_id)
     inputs = {k: v.to(device) for k, v in batch.items() if k in
               ("input_ids", "attention_mask", "token_type_ids", "labels")}
     if "states" in items[0]:

@@ -22,7 +22,6 @@ model.py wires them together.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -103,9 +102,9 @@ class SideNetwork(nn.Module):
         chunk = self.chunk_tokens
         if chunk is None or states.shape[1] <= chunk or not torch.is_grad_enabled():
             return self._correction(states, cross)
-        crosses = cross.split(chunk, dim=1) if cross is not None else [None] * math.ceil(states.shape[1] / chunk)
-        return torch.cat([checkpoint(self._correction, s, c, use_reentrant=False)
-                          for s, c in zip(states.split(chunk, dim=1), crosses)])
+        chunks = states.split(chunk, dim=1)
+        crosses = cross.split(chunk, dim=1) if cross is not None else [None] * len(chunks)
+        return torch.cat([checkpoint(self._correction, s, c, use_reentrant=False) for s, c in zip(chunks, crosses)])
 
     def _correction(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
         x = self.joiner(states.to(self.out.weight.dtype), cross)

@@ -33,7 +33,8 @@ from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
 from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
 from readapt.data import TaskData, TaskSpec, load_task
-from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, predict  # noqa: F401 (predict: public API)
+from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
+from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
 
@@ -305,8 +306,7 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
 def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text) -> dict:
     """Latency and memory of one forward pass over an evaluation-sized batch of validation data
     (text-to-text models score the gold target, teacher-forced)."""
-    items = [{k: v for k, v in item.items() if k != "states"} for item in encoded[:batch_size]]  # whole model
-    batch = model_inputs(items, tokenizer.pad_token_id, device)
+    batch = model_inputs(without_states(encoded[:batch_size]), tokenizer.pad_token_id, device)  # the whole model
     if not text_to_text:
         batch.pop("labels", None)
     model.eval()
