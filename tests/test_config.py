@@ -28,6 +28,9 @@ def test_defaults_are_valid_and_every_field_has_help():
     ({"pooling": "max"}, "pooling"),
     ({"head_dropout": 1.0}, "head_dropout"),
     ({"num_labels": 0}, "num_labels"),
+    ({"mixing": "conv"}, "mixing='conv': choose none or attention"),
+    ({"mixing": "attention", "task_type": "CAUSAL_LM"}, "SEQ_CLS only"),
+    ({"mixing": "attention", "rnn_dim": 30}, "multiple of 4"),
 ])
 def test_invalid_values_are_refused_with_the_field_named(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -64,3 +67,11 @@ def test_corrupted_or_missing_config_file(tmp_path):
     (tmp_path / CONFIG_NAME).write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         ReadConfig.from_pretrained(tmp_path)
+
+
+def test_a_config_saved_before_token_mixing_existed_loads_as_plain_read(tmp_path):
+    ReadConfig(pooling="pair", mixing="attention").save_pretrained(tmp_path)
+    data = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert ReadConfig.from_dict(data).mixing == "attention"
+    del data["mixing"]
+    assert ReadConfig.from_dict(data).mixing == "none"

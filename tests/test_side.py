@@ -100,3 +100,65 @@ def test_no_chunking_without_gradients():
     assert len(calls) == 1  # inference has nothing to save: one pass over all tokens
     side(torch.randn(3, 40, 32))
     assert len(calls) == 1 + 5
+
+
+# -- token mixing ------------------------------------------------------------------------------------
+def _mixing_side(chunk_tokens=None):
+    torch.manual_seed(0)
+    side = SideNetwork(32, rnn_dim=16, mixing="attention", chunk_tokens=chunk_tokens)
+    torch.nn.init.normal_(side.out.weight)
+    return side
+
+
+def test_mixing_keeps_the_zero_initial_correction():
+    side = SideNetwork(16, rnn_dim=8, mixing="attention")
+    read = torch.tensor([[True, True, False], [True, True, True]])
+    correction = side(torch.randn(3, 5, 16), read=read)
+    assert torch.equal(correction, torch.zeros(5, 16))
+
+
+def test_mixing_needs_to_know_where_the_tokens_sit():
+    with pytest.raises(ValueError, match="read="):
+        _mixing_side()(torch.randn(3, 4, 32))
+
+
+def test_mixing_relates_tokens_of_one_example_and_never_of_two():
+    side = _mixing_side()
+    read = torch.tensor([[True, True, True, False], [True, True, False, False]])  # 3 + 2 real tokens
+    states = torch.randn(3, 5, 32)
+    base = side(states, read=read)
+    changed = states.clone()
+    changed[:, 1] += torch.randn(3, 32)            # a token of the first example
+    after = side(changed, read=read)
+    assert not torch.allclose(after[[0, 2]], base[[0, 2]])   # its neighbours see it
+    torch.testing.assert_close(after[3:], base[3:])          # the other example does not
+    # without mixing, a token's correction depends on its own states alone
+    plain = SideNetwork(32, rnn_dim=16)
+    torch.nn.init.normal_(plain.out.weight)
+    torch.testing.assert_close(plain(changed)[[0, 2]], plain(states)[[0, 2]])
+
+
+def test_mixing_ignores_padding_layout():
+    """The same two examples padded to different lengths get the same corrections."""
+    side = _mixing_side()
+    states = torch.randn(3, 5, 32)
+    short = torch.tensor([[True, True, True], [True, True, False]])
+    long = torch.tensor([[True, True, True, False, False, False], [True, True, False, False, False, False]])
+    torch.testing.assert_close(side(states, read=short), side(states, read=long))
+
+
+def test_chunked_mixing_gives_the_same_correction_and_gradients():
+    torch.manual_seed(1)
+    read = torch.rand(6, 50) < 0.8                # 6 examples, ragged
+    states = torch.randn(4, int(read.sum()), 32)
+    results = []
+    for chunk in (None, 64):
+        side = _mixing_side(chunk)
+        correction = side(states, read=read)
+        correction.pow(2).sum().backward()
+        results.append((correction.detach(), {n: p.grad for n, p in side.named_parameters()}))
+    (whole, whole_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    for name, grad in whole_grads.items():
+        # gradients here are in the hundreds: float32 summation order moves them by ~1e-6 relative
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-5, atol=1e-5 * grad.abs().max().item(), msg=name)

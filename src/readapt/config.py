@@ -19,7 +19,12 @@ WEIGHTS_NAME = "read_model.safetensors"
 TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
 RNN_TYPES = ("gru", "lstm", "rnn")
 AGGREGATIONS = ("mean", "last")
-POOLINGS = ("cls", "mean", "last")
+POOLINGS = ("cls", "mean", "last", "pair")
+MIXINGS = ("none", "attention")
+
+
+# Fields added after configs were first saved, with the value every older config meant.
+ADDED_LATER = {"mixing": "none"}
 
 
 class ConfigError(ValueError):
@@ -53,6 +58,14 @@ class ReadConfig:
         metadata={"help": "How the RNN outputs over depth become one vector: mean over steps "
                           "(the summed form of the correction) or the last step."},
     )
+    mixing: str = field(
+        default="none",
+        metadata={"help": "SEQ_CLS only: token mixing in side space after the depth recurrence. none "
+                          "is the paper's READ (each token corrected from its own states alone); "
+                          "attention adds one light self-attention layer (4 heads, width rnn_dim) over "
+                          "each example's tokens before W_out, so the correction of a token can depend "
+                          "on the other tokens (and on the other sentence of a pair)."},
+    )
     input_scale: float = field(
         default=1.0,
         metadata={"help": "Multiplier on the normalised backbone states fed to the RNN."},
@@ -64,8 +77,10 @@ class ReadConfig:
     pooling: Optional[str] = field(
         default=None,
         metadata={"help": "SEQ_CLS only: which positions the head reads: cls (first token), mean "
-                          "(over real tokens) or last (last real token). None picks mean for "
-                          "encoders and encoder-decoders, last for decoder-only models."},
+                          "(over real tokens), last (last real token) or pair (two-text inputs: the "
+                          "mean u of the first text's tokens and v of the second's, read as "
+                          "[u, v, |u-v|, u*v]). None picks mean for encoders and encoder-decoders, "
+                          "last for decoder-only models."},
     )
     num_labels: Optional[int] = field(
         default=None,
@@ -96,9 +111,17 @@ class ReadConfig:
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"aggregation={self.aggregation!r}: choose mean or last")
         if self.pooling is not None and self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling={self.pooling!r}: choose cls, mean, last or None")
+            raise ConfigError(f"pooling={self.pooling!r}: choose {', '.join(POOLINGS)} or None")
+        if self.mixing not in MIXINGS:
+            raise ConfigError(f"mixing={self.mixing!r}: choose {' or '.join(MIXINGS)}")
+        if self.mixing != "none" and self.task_type != "SEQ_CLS":
+            # an LM's tokens must not see later tokens; mixing over them would need a causal mask
+            raise ConfigError(f"mixing={self.mixing!r} works with task_type SEQ_CLS only; use mixing='none'")
         if not 1 <= self.rnn_dim <= 65536:
             raise ConfigError(f"rnn_dim={self.rnn_dim}: must be between 1 and 65536")
+        if self.mixing == "attention" and self.rnn_dim % 4:
+            raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='attention' splits it over 4 heads; "
+                              f"use a multiple of 4")
         if self.layers is not None:
             if not self.layers:
                 raise ConfigError("layers=[]: give at least one layer, or None for all")
@@ -131,6 +154,7 @@ class ReadConfig:
             raise ConfigError(f"a ReadConfig must be a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
+        data = {**{k: v for k, v in ADDED_LATER.items() if k not in data}, **data}
         missing = sorted(names - set(data))
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(names)}")

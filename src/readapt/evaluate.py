@@ -29,7 +29,7 @@ def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> 
     attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids."""
     batch = collate(without_states(items), pad_token_id)
     inputs = {k: v.to(device) for k, v in batch.items() if k in
-              ("input_ids", "attention_mask", "token_type_ids", "labels")}
+              ("input_ids", "attention_mask", "token_type_ids", "segment_ids", "labels")}
     if "states" in items[0]:
         from readapt.backbones import BackboneStates
 
@@ -39,7 +39,7 @@ def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> 
         for j, item in enumerate(items):
             padded[:, j, :item["states"].shape[1]] = item["states"]
         inputs = {"states": BackboneStates(tuple(padded.to(device).unbind(0)), mask),
-                  **({"labels": inputs["labels"]} if "labels" in inputs else {})}
+                  **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
     return inputs
 
 

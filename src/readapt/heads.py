@@ -6,6 +6,8 @@ regression, so a comparison between methods differs only in the method.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     a CLS-pooled head costs one RNN sequence per example instead of one per token.
     """
     mask = attention_mask.bool()
-    if pooling == "mean":
+    if pooling in ("mean", "pair"):
         return mask
     read = torch.zeros_like(mask)
     rows = torch.arange(mask.shape[0], device=mask.device)
@@ -27,7 +29,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     elif pooling == "last":
         read[rows, last_token_index(attention_mask)] = True
     else:
-        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean or last")
+        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, last or pair")
     return read
 
 
@@ -37,31 +39,50 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.bool() * positions).argmax(dim=1)
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, T, d) states -> (B, d) by the head's pooling."""
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
+         segment_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, T, d) states -> (B, d) by the head's pooling ((B, 4d) for pair pooling)."""
     if pooling == "mean":
-        weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return _masked_mean(hidden, attention_mask)
+    if pooling == "pair":
+        # Sentence-pair features as in InferSent / Sentence-BERT: each text pooled on its own,
+        # then compared explicitly, so the head need not learn the comparison from one mean.
+        if segment_ids is None:
+            raise ValueError("pair pooling needs segment_ids (1 = first text, 2 = second text); "
+                             "it works on two-text tasks only")
+        u, v = _masked_mean(hidden, segment_ids == 1), _masked_mean(hidden, segment_ids == 2)
+        return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
-    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean or last")
+    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, last or pair")
+
+
+def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def pooled_size(hidden_size: int, pooling: str) -> int:
+    return 4 * hidden_size if pooling == "pair" else hidden_size
 
 
 class ClassificationHead(nn.Module):
-    """pool -> dropout -> linear. ``num_labels == 1`` is regression (MSE), else cross-entropy."""
+    """pool -> dropout -> linear. ``num_labels == 1`` is regression (MSE), else cross-entropy.
+    Pair pooling reads 4d features (see :func:`pool`)."""
 
     def __init__(self, hidden_size: int, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
         self.pooling = pooling
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
+        self.classifier = nn.Linear(pooled_size(hidden_size, pooling), num_labels)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = pool(hidden, attention_mask, self.pooling)
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                segment_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        pooled = pool(hidden, attention_mask, self.pooling, segment_ids)
         return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ class ReadModel(nn.Module):
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
                     chunk_tokens=SIDE_CHUNK_TOKENS)
-        self.side = SideNetwork(d, cross=kind == "seq2seq", **side)
+        self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
             self.encoder_layers = self._layers_read(self.runner.num_encoder_layers)
             self.encoder_side = SideNetwork(d, **side)
@@ -93,7 +93,7 @@ class ReadModel(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 decoder_input_ids=None, decoder_attention_mask=None,
-                states: Optional[BackboneStates] = None, **_):
+                states: Optional[BackboneStates] = None, segment_ids=None, **_):
         if states is None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -102,7 +102,7 @@ class ReadModel(nn.Module):
                                      decoder_input_ids=decoder_input_ids,
                                      decoder_attention_mask=decoder_attention_mask)
         if self.config.task_type == "SEQ_CLS":
-            return self._classify(states, labels)
+            return self._classify(states, labels, segment_ids)
         if self.config.task_type == "CAUSAL_LM":
             return self._causal_lm(states, labels)
         return self._seq2seq_lm(states, labels)
@@ -112,15 +112,15 @@ class ReadModel(nn.Module):
         """phi_N + correction at the ``read`` positions (B, T) bool; other positions unchanged."""
         stacked = torch.stack([states.hidden_states[i][read] for i in self.layers])    # (L, M, d)
         cross_read = None if cross is None else cross[:, read]                          # (L, M, d)
-        correction = self.side(stacked, cross_read)                                     # (M, d)
+        correction = self.side(stacked, cross_read, read)                               # (M, d)
         final = states.hidden_states[-1]
         rows, cols = read.nonzero(as_tuple=True)
         return final.to(correction.dtype).index_put((rows, cols), final[read].to(correction.dtype) + correction)
 
-    def _classify(self, states: BackboneStates, labels):
+    def _classify(self, states: BackboneStates, labels, segment_ids=None):
         mask = states.attention_mask
         final = self.corrected_final_state(states, positions_read(mask, self.head.pooling))
-        logits = self.head(final, mask)
+        logits = self.head(final, mask, segment_ids)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
 from readapt.backbones.loading import load_pretrained
-from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
+from readapt.config import CONFIG_NAME, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
 from readapt.data import TaskData, TaskSpec, load_task
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
@@ -71,7 +71,11 @@ class TrainArgs:
     layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
-        "help": "head pooling: cls, mean or last (default mean; last for decoder-only models)"})
+        "help": "head pooling: cls, mean, last, or pair for two-text tasks ([u, v, |u-v|, u*v] of the two "
+                "texts' means) (default mean; last for decoder-only models)"})
+    mixing: str = field(default="none", metadata={
+        "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
+                "(one light self-attention layer over each example's tokens in side space)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA: rank"})
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tuning: prompt length"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
@@ -97,7 +101,7 @@ class TrainArgs:
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
         return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
-                "aggregation": self.aggregation, "lora_r": self.lora_r,
+                "aggregation": self.aggregation, "mixing": self.mixing, "lora_r": self.lora_r,
                 "num_virtual_tokens": self.num_virtual_tokens}
 
 
@@ -121,6 +125,12 @@ def check_args(args: TrainArgs) -> None:
     if args.max_train_examples is not None and args.max_train_examples < 1:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
+    if args.pooling is not None and args.pooling not in POOLINGS:
+        raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
+    if args.mixing not in MIXINGS:
+        raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
+    if args.mixing != "none" and args.method != "read":
+        raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -231,11 +241,17 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
                                text_columns=args.text_column, label_column=args.label_column,
                                max_train_examples=args.max_train_examples)
     spec = data.spec
+    if args.pooling == "pair" and len(spec.text_names) != 2:
+        raise ValueError(f"--pooling pair reads two texts per example; {spec.name} has one "
+                         f"({spec.text_names[0]}): use --pooling mean")
     model, tokenizer, text_to_text = build(args, spec, device)
     method = get_method(args.method)
     lr = args.lr or method.default_lr
     enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text)
            for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test or []))}
+    if args.pooling == "pair" and not text_to_text and "segment_ids" not in enc["train"][0]:
+        raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
+                         "from); this model's tokenizer is a slow one: use --pooling mean")
     if args.cache_states:
         if args.method != "read" or text_to_text:
             raise ValueError("--cache-states works with --method read on classification and regression tasks; drop it")

@@ -40,6 +40,17 @@ def test_encode_pairs_marks_second_segment(tokenizer):
     assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1:]) == {1}
 
 
+def test_encode_pairs_says_which_text_each_token_comes_from(tokenizer):
+    (item,) = encode([Example(("A man sleeps.", "Someone rests."), 0)], tokenizer, max_length=64)
+    ids, segments = item["input_ids"], item["segment_ids"]
+    first_sep = ids.index(tokenizer.sep_token_id)
+    assert segments[0] == 0 and segments[first_sep] == 0 and segments[-1] == 0   # [CLS], [SEP]s
+    assert set(segments[1:first_sep]) == {1} and set(segments[first_sep + 1:-1]) == {2}
+    assert tokenizer.decode([i for i, s in zip(ids, segments) if s == 2]) == "someone rests."
+    (single,) = encode([Example(("a fine film",), 1)], tokenizer, max_length=32)
+    assert "segment_ids" not in single  # pair pooling is for pairs only
+
+
 def test_encode_truncates(tokenizer):
     (single,) = encode([Example(("word " * 100,), 1)], tokenizer, max_length=16)
     (pair,) = encode([Example(("word " * 100, "other " * 100), 1)], tokenizer, max_length=16)

@@ -29,11 +29,18 @@ def _tokenize(tokenizer: Any, examples: Sequence[Example], max_length: int) -> l
     columns = list(zip(*(ex.texts for ex in examples)))
     encoded = tokenizer(*(list(c) for c in columns), truncation=True, max_length=max_length)
     keys = [k for k in _TOKEN_KEYS if k in encoded]
-    return [{k: list(encoded[k][i]) for k in keys} for i in range(len(examples))]
+    items = [{k: list(encoded[k][i]) for k in keys} for i in range(len(examples))]
+    if len(columns) == 2 and getattr(encoded, "is_fast", False):
+        # Which text each token of a pair comes from (what pair pooling reads): 1 the first,
+        # 2 the second, 0 special tokens. Slow tokenizers cannot say; pair pooling then refuses.
+        for i, item in enumerate(items):
+            item["segment_ids"] = [0 if s is None else s + 1 for s in encoded.sequence_ids(i)]
+    return items
 
 
 def encode(examples: Sequence[Example], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-    """Encoder-style features per example: token ids, mask, segment ids (if given), scalar label."""
+    """Encoder-style features per example: token ids, mask, token type ids (if given), which text
+    each token comes from (pairs: ``segment_ids``), scalar label."""
     items = _tokenize(tokenizer, examples, max_length)
     for item, ex in zip(items, examples):
         item["labels"] = ex.label

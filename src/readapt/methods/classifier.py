@@ -34,7 +34,7 @@ class SequenceClassifier(nn.Module):
             self.body.eval()
         return self
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, segment_ids=None, **_):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -46,7 +46,9 @@ class SequenceClassifier(nn.Module):
         extra = hidden.shape[1] - attention_mask.shape[1]
         if extra > 0:
             attention_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], extra), attention_mask], 1)
-        logits = self.head(hidden, attention_mask)
+            if segment_ids is not None:  # virtual tokens belong to neither text
+                segment_ids = torch.cat([segment_ids.new_zeros(segment_ids.shape[0], extra), segment_ids], 1)
+        logits = self.head(hidden, attention_mask, segment_ids)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -103,7 +103,7 @@ class LadderSideNetwork(nn.Module):
     def gates(self) -> torch.Tensor:
         return torch.sigmoid(self.alpha / TEMPERATURE)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, **_):
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None, segment_ids=None, **_):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -117,7 +117,7 @@ class LadderSideNetwork(nn.Module):
             ladder = self.down[i + 1](phi[i + 1].to(dtype))
             side = layer(gates[i] * side + (1 - gates[i]) * ladder, src_key_padding_mask=padding)
         hidden = phi[-1].to(dtype) + self.up(self.norm(side))
-        logits = self.head(hidden, attention_mask)
+        logits = self.head(hidden, attention_mask, segment_ids)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -7,12 +7,13 @@ from readapt.methods import HeadSpec, Method
 from readapt.model import get_read_model
 
 # options a run may set -> ReadConfig fields
-READ_OPTIONS = ("rnn_type", "rnn_dim", "layers", "aggregation", "input_scale", "output_scale")
+READ_OPTIONS = ("rnn_type", "rnn_dim", "layers", "aggregation", "input_scale", "output_scale", "mixing")
 
 
 def build(backbone, head: HeadSpec | None, options: dict):
     fields = {k: options[k] for k in READ_OPTIONS if options.get(k) is not None}
     if head is None:
+        fields.pop("mixing", None)  # LM tasks: token mixing is for classification only
         task_type = "SEQ_2_SEQ_LM" if hasattr(backbone, "decoder") and hasattr(backbone, "encoder") else "CAUSAL_LM"
         return get_read_model(backbone, ReadConfig(task_type=task_type, **fields))
     config = ReadConfig(task_type="SEQ_CLS", num_labels=head.num_labels, pooling=head.pooling,

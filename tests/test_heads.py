@@ -1,0 +1,30 @@
+"""Task heads: pooling (incl. pair pooling for two-text inputs) and the positions they read."""
+
+import pytest
+import torch
+
+from readapt.heads import ClassificationHead, pool, positions_read
+
+
+def test_pair_pooling_compares_the_two_texts_means():
+    hidden = torch.arange(2 * 6 * 3, dtype=torch.float).reshape(2, 6, 3)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    segments = torch.tensor([[0, 1, 1, 0, 2, 0], [0, 1, 0, 2, 2, 0]])  # 0 = special tokens, padding
+    pooled = pool(hidden, mask, "pair", segments)
+    u = torch.stack([hidden[0, 1:3].mean(0), hidden[1, 1]])
+    v = torch.stack([hidden[0, 4], hidden[1, 3:5].mean(0)])
+    torch.testing.assert_close(pooled, torch.cat([u, v, (u - v).abs(), u * v], -1))
+
+
+def test_pair_pooling_needs_segments_and_reads_every_real_token():
+    with pytest.raises(ValueError, match="segment_ids"):
+        pool(torch.randn(1, 3, 4), torch.ones(1, 3), "pair")
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(positions_read(mask, "pair"), mask.bool())
+
+
+def test_pair_head_reads_four_times_the_width():
+    head = ClassificationHead(8, 3, pooling="pair")
+    assert head.classifier.in_features == 32
+    logits = head(torch.randn(2, 4, 8), torch.ones(2, 4), torch.tensor([[0, 1, 2, 0], [0, 1, 2, 2]]))
+    assert logits.shape == (2, 3)

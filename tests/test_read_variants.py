@@ -1,0 +1,81 @@
+"""READ's side-network variants (token mixing, pair pooling) keep READ's invariants and train
+end to end: a fresh model is the backbone, the backbone gets no gradient, cached states give the
+live run's numbers, and the options are validated like the others."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from readapt import ReadConfig, get_read_model
+from readapt.cli import main
+from readapt.data import Example, encode
+from readapt.evaluate import model_inputs
+from readapt.train import TrainArgs, train
+
+PAIRS = [("a man sleeps", "someone rests", "yes"), ("a dog runs", "the cat sleeps", "no"),
+         ("two kids play", "children are playing", "yes"), ("it rains", "the sun is out", "no")]
+
+
+@pytest.fixture(autouse=True)
+def _quiet(quiet):
+    pass
+
+
+@pytest.fixture(scope="module")
+def pair_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pairs")
+    for name, n in (("train.csv", 24), ("val.csv", 8)):
+        rows = ["premise,hypothesis,label"] + [",".join(PAIRS[i % 4]) for i in range(n)]
+        (d / name).write_text("\n".join(rows) + "\n")
+    return d
+
+
+def _common(model_dir, files, **extra):
+    return dict(model=model_dir, train_file=str(files / "train.csv"), validation_file=str(files / "val.csv"),
+                text_column=["premise", "hypothesis"], epochs=2, batch_size=8, max_length=24, rnn_dim=8,
+                device="cpu", **extra)
+
+
+@pytest.mark.parametrize("pooling,mixing", [("pair", "none"), ("mean", "attention"), ("pair", "attention")])
+def test_fresh_variant_is_the_backbone_and_never_differentiates_it(tiny_model_dir, pooling, mixing):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    backbone = AutoModel.from_pretrained(tiny_model_dir)
+    model = get_read_model(backbone, ReadConfig(num_labels=2, rnn_dim=8, pooling=pooling, mixing=mixing)).train()
+    batch = model_inputs(encode([Example(p[:2], i % 2) for i, p in enumerate(PAIRS)], tokenizer, 24), 0, "cpu")
+    states = model.backbone_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   token_type_ids=batch["token_type_ids"])
+    read = batch["attention_mask"].bool()
+    assert torch.equal(model.corrected_final_state(states, read), states.hidden_states[-1])
+    model(**batch).loss.backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_mixing_and_pair_pooling_train_and_predict_end_to_end(tiny_model_dir, pair_files, tmp_path, capsys):
+    common = _common(tiny_model_dir, pair_files, pooling="pair", mixing="attention")
+    live = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
+    cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
+    assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in live["history"]]
+    saved = json.loads((tmp_path / "live" / "read_config.json").read_text())
+    assert (saved["pooling"], saved["mixing"]) == ("pair", "attention")
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "live"), "--text", "a man sleeps ||| someone rests",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--pooling", "pair"], "--pooling pair reads two texts per example"),
+    (["--pooling", "max"], "--pooling max: choose one of cls, mean, last, pair"),
+    (["--mixing", "conv"], "--mixing conv: choose one of none, attention"),
+    (["--mixing", "attention", "--method", "probe"], "--mixing attention is a READ option"),
+])
+def test_bad_variant_options_are_one_line_errors(tiny_model_dir, tmp_path, capsys, flags, words):
+    (tmp_path / "train.csv").write_text("text,label\n" + "good,pos\nbad,neg\n" * 6)
+    code = main(["train", "--model", tiny_model_dir, "--train-file", str(tmp_path / "train.csv"),
+                 "--output", str(tmp_path / "out"), "--device", "cpu", *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
