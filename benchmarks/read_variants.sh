@@ -19,6 +19,9 @@ pair_variants=(
   "mixing|--pooling mean --mixing attention"
   "pair|--pooling pair --mixing none"
   "mixing-pair|--pooling pair --mixing attention"
+  "pair-lr1e-3|--pooling pair --lr 1e-3"
+  "pair-lr1e-2|--pooling pair --lr 1e-2"
+  "pair-r256|--pooling pair --rnn-dim 256"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"

@@ -270,8 +270,10 @@ def _final_weights(run: Path) -> dict:
 
 
 def _scores(run: Path) -> dict:
+    """What must not change with interruptions: everything but wall-clock times."""
     metrics = json.loads((run / "metrics.json").read_text())
-    return {k: metrics[k] for k in ("validation", "test", "best_epoch", "history")}
+    history = [{k: v for k, v in h.items() if k != "train_seconds"} for h in metrics["history"]]
+    return {**{k: metrics[k] for k in ("validation", "test", "best_epoch")}, "history": history}
 
 
 def test_kill_and_resume_ends_identical_to_an_uninterrupted_run(data, tmp_path):

@@ -45,6 +45,8 @@ class BenchArgs:
     batch_size: int = field(default=32, metadata={"help": "batch size, the same for every method"})
     max_length: int = field(default=128, metadata={"help": "tokens per example"})
     max_train_examples: Optional[int] = field(default=None, metadata={"help": "budget cut: a seeded subset of train"})
+    pooling: Optional[str] = field(default=None, metadata={
+        "help": "head pooling for every method (default: each run's own default)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
 
@@ -60,6 +62,8 @@ def cell_command(args: BenchArgs, task: str, method: str, seed: int, run_dir: Pa
         cmd += ["--data-dir", args.data_dir]
     if args.max_train_examples:
         cmd += ["--max-train-examples", str(args.max_train_examples)]
+    if args.pooling:
+        cmd += ["--pooling", args.pooling]
     if (run_dir / "run_config.json").is_file():  # started before: continue it (from step 0 if no checkpoint yet)
         cmd.append("--resume")
     return cmd

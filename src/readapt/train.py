@@ -252,11 +252,14 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     if args.pooling == "pair" and not text_to_text and "segment_ids" not in enc["train"][0]:
         raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
                          "from); this model's tokenizer is a slow one: use --pooling mean")
+    cache_seconds = 0.0  # the frozen pass that --cache-states runs once, before the loop
     if args.cache_states:
         if args.method != "read" or text_to_text:
             raise ValueError("--cache-states works with --method read on classification and regression tasks; drop it")
+        started = time.perf_counter()
         for split in enc.values():
             attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
+        cache_seconds = time.perf_counter() - started
 
     # Everything is valid: only now does the run directory appear.
     if out_dir.exists() and args.overwrite and not args.resume:
@@ -311,6 +314,7 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
         "trainable_percent": round(100.0 * trainable / total, 4),
         "epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "max_length": args.max_length,
         "train_examples": len(data.train), "train_seconds": round(progress["train_seconds"], 3),
+        "cache_seconds": round(cache_seconds, 3),
         "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
         "cost": cost, "inference": inference, "device": str(device), "resumed": bool(args.resume),
@@ -403,7 +407,8 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
                 _save(out_dir, model, optimizer, scheduler, progress)
         scores = evaluate(model, enc["validation"], data.validation, spec, tokenizer, args.eval_batch_size,
                           device, text_to_text, desc="validation")
-        progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores})
+        progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores,
+                                    "train_seconds": round(progress["train_seconds"], 3)})
         tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         if progress["best_score"] is None or scores[select] > progress["best_score"]:
             progress["best_score"], progress["best_epoch"] = scores[select], epoch + 1
