@@ -48,8 +48,11 @@ def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_s
     """Run the frozen backbone once over ``encoded`` and keep each example's per-layer states on
     its item (``item["states"]``: layers x real tokens x d, on the CPU). The backbone is frozen
     and in eval mode, so these are exactly the states every later epoch would recompute."""
+    # Longest first, so each batch holds examples of similar length: little padding to run
+    # through the backbone (a real saving on sentence pairs, whose lengths vary a lot).
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
     for start in tqdm(range(0, len(encoded), batch_size), desc="caching states", leave=False, mininterval=2):
-        items = encoded[start:start + batch_size]
+        items = [encoded[i] for i in order[start:start + batch_size]]
         batch = model_inputs(items, pad_token_id, device)
         batch.pop("labels", None)
         stacked = torch.stack(model.backbone_states(**batch).hidden_states).cpu()  # (L+1, B, T, d)
