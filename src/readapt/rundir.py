@@ -384,6 +384,7 @@ def _remove_checkpoints(root: Path) -> None:
 # -- fingerprints: did the data or the model change before --resume? ------------------------------------
 _WHOLE_FILE_LIMIT = 64 << 20  # larger files (weights): size + sha256 of the first and last MiB
 _SAMPLE = 1 << 20
+_FINGERPRINTS_LIMIT = 4 << 20
 _MODEL_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".pt", ".pth", ".msgpack", ".h5")
 
 
@@ -426,7 +427,7 @@ def _data_files(args) -> list[tuple[str, Path]]:
 
 def _model_files(model: str) -> list[Path]:
     folder = Path(model)
-    if not folder.is_dir():  # a Hub id: the loaded examples and config are all we can check
+    if not folder.is_dir():  # a Hub id: no local files to fingerprint (the examples still are)
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES
                   and not p.name.startswith("."))[:200]
@@ -473,7 +474,8 @@ def check_fingerprints(path: Path, current: dict, allow_changed: bool) -> None:
         warn(f"{path} has no {FINGERPRINTS} (made by an older readapt): changes to the data go unnoticed")
         return
     try:
-        saved = json.loads(source.read_bytes()[:_WHOLE_FILE_LIMIT])
+        with open(source, "rb") as f:
+            saved = json.loads(f.read(_FINGERPRINTS_LIMIT))  # bounded: a huge file is damaged, not read whole
         changes = _changes(saved, current)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         changes = [f"{source} is damaged, so the data cannot be checked"]
