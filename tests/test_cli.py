@@ -269,9 +269,11 @@ def test_output_holding_a_run_is_refused(files, finished_run, tmp_path, capsys):
 
 def test_overwrite_replaces_a_run_only_when_asked(files, finished_run, tmp_path, capsys):
     run = _copy_run(finished_run, tmp_path)
-    (run / "stale.txt").write_text("from the old run")
+    # a file readapt writes, left by an older run of another method: replaced (a user's file would
+    # block --overwrite instead: tests/test_rundir.py)
+    (run / "trainable.safetensors").write_text("from the old run")
     assert main(_argv("train", _good(files, run, overwrite=True))) == 0
-    assert not (run / "stale.txt").exists() and (run / "metrics.json").is_file()
+    assert not (run / "trainable.safetensors").exists() and (run / "metrics.json").is_file()
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(files, tmp_path, capsys):

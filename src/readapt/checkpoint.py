@@ -12,6 +12,8 @@ and is read with ``torch.load(weights_only=True)``: no pickle code runs on load.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
@@ -34,21 +36,98 @@ class CheckpointError(ValueError):
     pass
 
 
+class WriteError(OSError):
+    """A write failed (disk full, read-only, ...): one plain sentence naming the path and the fix."""
+
+    def __init__(self, message: str, code: Optional[int] = None):
+        super().__init__(message)
+        self.errno = code
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+_WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on device while writing {path}: free space or choose another --output",
+    errno.EDQUOT: "disk quota exceeded while writing {path}: free space or choose another --output",
+    errno.EROFS: "{path} is on a read-only file system: choose another --output",
+    errno.EACCES: "permission denied writing {path}: choose another --output",
+    errno.EPERM: "permission denied writing {path}: choose another --output",
+    errno.EEXIST: "{path} already exists where readapt writes a new file: remove it or choose another --output",
+    errno.ELOOP: "{path} runs through a symbolic link loop: fix the link or choose another --output",
+    errno.ENOTDIR: "{path} runs through a file where a folder should be: choose another --output",
+}
+_OS_ERROR_CODE = re.compile(r"os error (\d+)|\[Errno (\d+)\]")
+
+
+def _error_code(exc: BaseException, path: Path) -> Optional[int]:
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    match = _OS_ERROR_CODE.search(str(exc))  # safetensors: "... (os error 28) at path ..."
+    if match:
+        return int(match.group(1) or match.group(2))
+    # torch's zip writer only says "unexpected pos" / "file write failed": a full disk is the usual cause
+    try:
+        stats = os.statvfs(path.parent if path.parent.exists() else path.parent.parent)
+        if stats.f_bavail * stats.f_frsize < (1 << 20):
+            return errno.ENOSPC
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def plain_write_errors(path: Path):
+    """Writes under ``path`` that fail surface as one plain sentence (WriteError), not as errno text or
+    torch's `inline_container ... unexpected pos` assertion."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        if isinstance(exc, RuntimeError) and not _looks_like_write_failure(exc):
+            raise
+        where = getattr(exc, "filename", None) or path
+        code = _error_code(exc, Path(where))
+        if code in _WRITE_FAILURES:
+            raise WriteError(_WRITE_FAILURES[code].format(path=where), code) from None
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WriteError(f"cannot write {where} ({reason[:200]}): choose another --output", code) from None
+
+
+def _looks_like_write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(word in text for word in ("unexpected pos", "file write failed", "PytorchStreamWriter",
+                                         "inline_container", "os error", "[Errno"))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with plain_write_errors(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors file written atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": "pt", "library": "readapt"})
-    os.replace(tmp, path)
+    with plain_write_errors(tmp):
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": "pt", "library": "readapt"})
+        os.replace(tmp, path)
+
+
+def _save_state(state: dict[str, Any], path: Path) -> None:
+    """torch.save through a Python file: a failed write raises OSError with its errno (ENOSPC ...)
+    instead of the zip writer's bare assertion."""
+    with plain_write_errors(path):
+        with open(path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -94,7 +173,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor], state: dict[str, Any],
                     keep: int = 1) -> Path:
     root = run_dir / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    with plain_write_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
     # A second checkpoint at the same step (the last step of an epoch, then the epoch's end) gets
     # a fresh name: the folder `latest` points to is never removed before `latest` moves on.
     name, n = f"step-{step:09d}", 0
@@ -104,11 +184,13 @@ def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor]
     for stale in root.glob(".step-*.tmp"):  # left by a kill in the middle of an earlier save
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{name}.tmp"
-    tmp.mkdir()
-    save_tensors(trainable, tmp / TRAINABLE_NAME)
-    torch.save(state, tmp / STATE_NAME)
     final = root / name
-    os.replace(tmp, final)
+    with plain_write_errors(tmp):
+        tmp.mkdir()
+    save_tensors(trainable, tmp / TRAINABLE_NAME)
+    _save_state(state, tmp / STATE_NAME)
+    with plain_write_errors(final):
+        os.replace(tmp, final)
     _fsync_dir(root)
     atomic_write_text(root / "latest", name + "\n")
     # Older complete checkpoints go only after `latest` points past them.
@@ -151,6 +233,32 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
         return None
     path = run_dir / CHECKPOINT_DIR / name
     return path if path.is_dir() else None
+
+
+def is_complete(path: Path) -> bool:
+    """A step folder with both files (the folder is renamed into place only once they are written)."""
+    return all((path / name).is_file() and (path / name).stat().st_size > 0 for name in (TRAINABLE_NAME, STATE_NAME))
+
+
+def resume_point(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
+    """(checkpoint to resume from, warning or None). A broken or missing ``latest`` pointer falls back
+    to the newest complete step folder, with a warning naming it; a broken pointer with no complete
+    folder left is a CheckpointError: never a silent restart from step 0. (None, None): no
+    checkpoint was ever written (a run killed before its first), so training starts at step 0."""
+    latest = latest_checkpoint(run_dir)
+    if latest is not None and is_complete(latest):
+        return latest, None
+    root = run_dir / CHECKPOINT_DIR
+    pointer = root / "latest"
+    steps = sorted((p for p in root.glob("step-*") if _NAME.fullmatch(p.name) and p.is_dir() and is_complete(p)),
+                   key=lambda p: _order(p.name)) if root.is_dir() else []
+    if steps:
+        return steps[-1], (f"{pointer} is missing or broken; resuming from the newest complete checkpoint, "
+                           f"{steps[-1]}")
+    if os.path.lexists(pointer) or latest is not None:
+        raise CheckpointError(f"{pointer} is broken and no complete checkpoint is left in {root}; nothing to "
+                              f"resume from: drop --resume and pass --overwrite to start afresh")
+    return None, None
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

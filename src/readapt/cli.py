@@ -28,6 +28,8 @@ class EvalArgs:
     split: str = field(default="test", metadata={"help": "validation or test"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder, if the run used one elsewhere"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    allow_unfinished: bool = field(default=False, metadata={
+        "help": "score a run whose training has not finished (its best epoch so far)"})
 
 
 @dataclass
@@ -41,7 +43,7 @@ class PredictArgs:
 
 @dataclass
 class DemoArgs:
-    output: str = field(default="runs/demo", metadata={"help": "run directory (replaced if it exists)"})
+    output: str = field(default="runs/demo", metadata={"help": "run directory (a run there is replaced)"})
     epochs: int = field(default=3, metadata={"help": "passes over the training set"})
     method: str = field(default="read", metadata={"help": "read, full or probe (for comparison)"})
 
@@ -59,8 +61,10 @@ def cmd_eval(args: EvalArgs) -> int:
 
     from readapt.data import load_task
     from readapt.evaluate import encode_split, evaluate
+    from readapt.rundir import check_finished
     from readapt.train import load_run
 
+    check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
     if args.split not in ("validation", "test"):
         raise ValueError(f"--split {args.split}: choose validation or test")

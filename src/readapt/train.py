@@ -4,7 +4,7 @@
     AdamW, linear warmup + linear decay, gradient clipping, evaluation each epoch,
     best checkpoint kept, atomic checkpoints every --save-every steps and each epoch, --resume.
 
-A run directory holds, when training ends:
+A run directory holds, when training ends (rundir.py: the folder's lifecycle, lock and marker):
     run_config.json      what was trained, on what, with which options (eval/predict read it)
     metrics.json         scores, cost (time, memory, energy), parameter counts, the exact argv
     read_config.json + read_model.safetensors   (READ: loads with ReadModel.from_pretrained)
@@ -17,7 +17,6 @@ import dataclasses
 import functools
 import json
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
+from readapt import rundir
 from readapt.backbones.loading import load_pretrained
 from readapt.config import CONFIG_NAME, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
 from readapt.data import TaskData, TaskSpec, load_task
@@ -38,8 +38,8 @@ from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.pr
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
 
-RUN_CONFIG = "run_config.json"
-METRICS = "metrics.json"
+RUN_CONFIG = rundir.RUN_CONFIG
+METRICS = rundir.METRICS
 
 
 class TrainingError(RuntimeError):
@@ -91,7 +91,10 @@ class TrainArgs:
     max_train_examples: Optional[int] = field(default=None, metadata={"help": "use a seeded subset of train"})
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: each epoch only)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --output from its checkpoint"})
-    overwrite: bool = field(default=False, metadata={"help": "replace a finished run in --output"})
+    allow_changed_data: bool = field(default=False, metadata={
+        "help": "with --resume: continue even though the data or model files changed since the run started"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the run in --output (deletes only the files readapt wrote there)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
     cache_states: bool = field(default=False, metadata={
@@ -133,49 +136,6 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
 
 
-def _is_run_dir(path: Path) -> bool:
-    # RUN_CONFIG.tmp alone: a run killed while writing its first file
-    return any((path / name).exists() for name in (RUN_CONFIG, RUN_CONFIG + ".tmp", METRICS, ckpt.CHECKPOINT_DIR))
-
-
-def check_output_dir(path: Path, overwrite: bool, resume: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output {path} is a file, not a folder; choose another --output")
-    if resume:
-        if (path / METRICS).is_file():
-            raise ValueError(f"--resume: the run in {path} has already finished ({METRICS} is there); "
-                             f"score it with `readapt eval --run {path}`, or pass --overwrite instead "
-                             f"of --resume to train it again")
-        # A run killed before its first checkpoint restarts from step 0 (run_config.json is there).
-        if ckpt.latest_checkpoint(path) is None and not (path / RUN_CONFIG).is_file():
-            raise ValueError(f"--resume: {path} holds no checkpoint to resume from; drop --resume to start afresh")
-        return
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ValueError(f"{path} already holds a run (or other files); choose another --output, "
-                             f"pass --resume to continue it or --overwrite to replace it")
-        if not _is_run_dir(path):  # --overwrite deletes the folder: never one that is not a run
-            raise ValueError(f"{path} holds files that are not a readapt run; --overwrite only replaces "
-                             f"runs, so choose another --output")
-
-
-# Options that may change between a run and its --resume: they do not change what is trained
-# (a run folder may also be moved or renamed between the two).
-RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every")
-
-
-def check_resume_args(path: Path, args: "TrainArgs") -> None:
-    """--resume continues the run in ``path`` only with the arguments it was started with."""
-    saved, _, _ = read_run_config(path)
-    given = dataclasses.asdict(args)
-    changed = [f"{name} {given[name]!r} vs {value!r}" for name, value in dataclasses.asdict(saved).items()
-               if name not in RESUMABLE_CHANGES and given[name] != value]
-    if changed:
-        raise ValueError(f"--resume with different arguments than the run in {path} (given vs saved: "
-                         f"{'; '.join(changed)}); repeat the original arguments, or drop --resume and "
-                         f"choose another --output (or --overwrite)")
-
-
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -188,10 +148,11 @@ def pick_device(name: str) -> torch.device:
 def save_trained(model, directory: Path) -> None:
     """READ writes its PEFT-style pair (ReadModel.save_pretrained); other methods the tensors they
     train. Every file is written atomically: a kill never leaves half of one."""
-    if hasattr(model, "save_pretrained") and hasattr(model, "side"):
-        model.save_pretrained(directory)
-    else:
-        ckpt.save_tensors(trainable_state_dict(model), directory / ckpt.TRAINABLE_NAME)
+    with ckpt.plain_write_errors(directory):  # a full disk is one plain sentence here too
+        if hasattr(model, "save_pretrained") and hasattr(model, "side"):
+            model.save_pretrained(directory)
+        else:
+            ckpt.save_tensors(trainable_state_dict(model), directory / ckpt.TRAINABLE_NAME)
 
 
 def load_trained(model, directory: Path) -> None:
@@ -229,17 +190,25 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
 
 
 def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
-    """Train one run end to end; returns (and writes) its metrics.json."""
+    """Train one run end to end; returns (and writes) its metrics.json. The run folder is locked for
+    the whole run: a second `readapt train` on it fails at once."""
     check_args(args)
-    out_dir = Path(args.output)
-    check_output_dir(out_dir, args.overwrite, args.resume)
+    with rundir.open_run(args) as run:
+        return _train(args, run, argv)
+
+
+def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
+    out_dir = run.path
     if args.resume:
-        check_resume_args(out_dir, args)
+        rundir.check_resume_args(out_dir, args)
     device = pick_device(args.device)
     data: TaskData = load_task(args.task, data_dir=args.data_dir, train_file=args.train_file,
                                validation_file=args.validation_file, test_file=args.test_file,
                                text_columns=args.text_column, label_column=args.label_column,
                                max_train_examples=args.max_train_examples)
+    found = rundir.fingerprints(args, data)
+    if args.resume:
+        rundir.check_fingerprints(out_dir, found, args.allow_changed_data)
     spec = data.spec
     if args.pooling == "pair" and len(spec.text_names) != 2:
         raise ValueError(f"--pooling pair reads two texts per example; {spec.name} has one "
@@ -261,12 +230,9 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
             attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
         cache_seconds = time.perf_counter() - started
 
-    # Everything is valid: only now does the run directory appear.
-    if out_dir.exists() and args.overwrite and not args.resume:
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.write_json(out_dir / RUN_CONFIG, {"args": dataclasses.asdict(args), "task": spec.to_dict(),
-                                           "lr": lr, "text_to_text": text_to_text})
+    # Everything is valid: only now does the run folder get files (--overwrite clears the old ones).
+    run.begin(args, {"args": dataclasses.asdict(args), "task": spec.to_dict(), "lr": lr,
+                     "text_to_text": text_to_text}, found)
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -278,8 +244,9 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     scheduler = linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
                 "train_seconds": 0.0, "history": []}
-    if args.resume and ckpt.latest_checkpoint(out_dir) is not None:
-        progress = _resume(out_dir, model, optimizer, scheduler)
+    resumed = _resume(out_dir, model, optimizer, scheduler) if args.resume else None
+    if resumed is not None:
+        progress = resumed
 
     select = spec.metrics[0]
     meter = Meter(device)
@@ -317,7 +284,8 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
         "cache_seconds": round(cache_seconds, 3),
         "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
-        "cost": cost, "inference": inference, "device": str(device), "resumed": bool(args.resume),
+        "cost": cost, "inference": inference, "device": str(device),
+        "resumed": resumed is not None,  # --resume of a run killed before its first checkpoint starts at 0
     }
     ckpt.write_json(out_dir / METRICS, metrics)
     return metrics
@@ -462,8 +430,13 @@ def _save(out_dir, model, optimizer, scheduler, progress) -> None:
     ckpt.save_checkpoint(out_dir, progress["global_step"], trainable_state_dict(model), state)
 
 
-def _resume(out_dir, model, optimizer, scheduler) -> dict:
-    path = ckpt.latest_checkpoint(out_dir)
+def _resume(out_dir, model, optimizer, scheduler) -> Optional[dict]:
+    """The progress of the checkpoint to resume from, its state loaded; None: there is none (step 0)."""
+    path, warning = ckpt.resume_point(out_dir)
+    if warning:
+        rundir.warn(warning)
+    if path is None:
+        return None
     trainable, state = ckpt.load_checkpoint(path)
     ckpt.load_into(model, trainable, path / ckpt.TRAINABLE_NAME)
     try:
@@ -500,6 +473,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
+# Options added after runs were first saved: an older run_config.json lacks them and means the default.
+ADDED_ARGS = {"allow_changed_data": False}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
@@ -522,6 +497,7 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     values = saved["args"]
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: 'args' must be a JSON object, got {type(values).__name__}; {damaged}")
+    values = {**{k: v for k, v in ADDED_ARGS.items() if k not in values}, **values}
     names = [f.name for f in dataclasses.fields(TrainArgs)]
     unknown, missing = sorted(set(values) - set(names)), sorted(set(names) - set(values))
     if unknown or missing:
