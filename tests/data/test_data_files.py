@@ -121,7 +121,7 @@ def test_not_utf8(tmp_path):
 def test_missing_text_column_lists_columns(tmp_path):
     train = write_csv(tmp_path / "train.csv", "sentence,label", "a,x", "b,y")
     message = error_of(train_file=train)
-    assert "has no column 'text' (columns: sentence, label)" in message and "--text-columns" in message
+    assert "has no column 'text' (columns: sentence, label)" in message and "--text-column" in message
     message = error_of(train_file=train, text_columns=["sentence", "other"])
     assert "has no column 'other' (columns: sentence, label)" in message
 
@@ -177,8 +177,8 @@ def test_missing_label_and_empty_text_name_the_line(tmp_path):
     assert "line 3 has no label in column 'label'" in error_of(train_file=train)
     train = write_csv(tmp_path / "t2.csv", "text,label", "a,pos", "  ,neg")
     assert "line 3 has an empty 'text'; fill in the text or remove the row" in error_of(train_file=train)
-    short = write_csv(tmp_path / "t3.csv", "q,a,label", "x,y,pos", "x,neg")  # row lacks a field
-    assert "line 3 has no label" in error_of(train_file=short, text_columns=["q", "a"])
+    short = write_csv(tmp_path / "t3.csv", "q,a,label", "x,y,pos", "x,neg")  # row lacks a field: strict rows
+    assert "line 3 has 2 fields, the header has 3" in error_of(train_file=short, text_columns=["q", "a"])
     jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "a", "label": "x"}, {"label": "y"})
     assert "line 2 has an empty 'text'" in error_of(train_file=jsonl)
     jsonl = write_jsonl(tmp_path / "t2.jsonl", {"text": "a", "label": "x"}, {"text": "b", "label": None})
