@@ -250,3 +250,70 @@ def test_subset_of_layers_and_lstm():
     out = model(input_ids=torch.randint(2, 100, (2, 5)), labels=torch.tensor([0, 1]))
     out.loss.backward()
     assert model.layers == [0, 2, 4]
+
+
+# -- sizes checked before anything is allocated (issue 12, item 6) ----------------------------------------
+@pytest.mark.parametrize("make, config", [
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3)),
+    (tiny_bert, ReadConfig(rnn_dim=5, rnn_type="gru", num_labels=1)),
+    (tiny_gpt2, ReadConfig(rnn_dim=7, rnn_type="rnn", num_labels=2)),
+    (tiny_gpt2, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6)),
+    (tiny_llama, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6)),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4)),
+])
+def test_trainable_parameter_estimate_is_exact(make, config):
+    from readapt.model import trainable_parameters
+
+    model = get_read_model(make(), config)
+    num_labels = model.head.num_labels if model.head is not None else None
+    estimate = trainable_parameters(config, model.runner.hidden_size, model.runner.norm, model.runner.family,
+                                    num_labels)
+    assert estimate == model.get_nb_trainable_parameters()[0]
+
+
+def _no_allocation(monkeypatch):
+    import readapt.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a side network or head was built before the config was checked")
+
+    monkeypatch.setattr(readapt.model, "SideNetwork", refuse)
+    monkeypatch.setattr(readapt.model, "ClassificationHead", refuse)
+
+
+def test_side_network_over_the_size_cap_is_refused_before_allocation(monkeypatch):
+    import readapt.model
+
+    monkeypatch.setattr(readapt.model, "MAX_TRAINABLE_BYTES", 10_000)
+    _no_allocation(monkeypatch)
+    with pytest.raises(ConfigError) as err:
+        get_read_model(tiny_bert(), ReadConfig(rnn_dim=64, num_labels=2))
+    message = str(err.value)
+    assert message.startswith("this READ config would train 27,266 parameters (106.5 KiB in fp32) on a 32-wide "
+                              "backbone, above readapt's limit of 9.8 KiB; lower rnn_dim (64) or num_labels (2)")
+
+
+def test_from_pretrained_validates_before_allocating(tmp_path, monkeypatch):
+    import json
+
+    from readapt.config import CONFIG_NAME
+
+    get_read_model(tiny_bert(), ReadConfig(rnn_dim=8, num_labels=2)).save_pretrained(tmp_path)
+    backbone = tiny_bert()
+    _no_allocation(monkeypatch)
+    for change, words in [({"num_labels": 10**8}, "num_labels=100000000"), ({"rnn_dim": 65536}, "rnn_dim=65536"),
+                          ({"layers": [1, 9]}, "the backbone has layers 0..2"),
+                          ({"backbone_num_layers": 5}, "another backbone")]:
+        data = json.loads((tmp_path / CONFIG_NAME).read_text())
+        (tmp_path / CONFIG_NAME).write_text(json.dumps({**data, **change}))
+        with pytest.raises(ConfigError, match=words):
+            ReadModel.from_pretrained(backbone, tmp_path)
+        (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+
+
+def test_backbone_num_labels_is_bounded_too(monkeypatch):
+    backbone = tiny_bert()
+    backbone.config.num_labels = 10**8  # a hostile config.json; ReadConfig(num_labels=None) reads it
+    _no_allocation(monkeypatch)
+    with pytest.raises(ConfigError, match="num_labels=100000000"):
+        get_read_model(backbone, ReadConfig(rnn_dim=8))
