@@ -317,3 +317,41 @@ def test_backbone_num_labels_is_bounded_too(monkeypatch):
     _no_allocation(monkeypatch)
     with pytest.raises(ConfigError, match="num_labels=100000000"):
         get_read_model(backbone, ReadConfig(rnn_dim=8))
+
+
+# -- the frozen pass runs with grad mode off, in every family (issue 12, item 10) ---------------------------
+@pytest.mark.parametrize("make, config", [
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=2)),
+    (tiny_gpt2, ReadConfig(rnn_dim=8, num_labels=2)),
+    (tiny_gpt2, ReadConfig(task_type="CAUSAL_LM", rnn_dim=8)),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8)),
+], ids=["encoder", "causal-classifier", "causal-lm", "seq2seq"])
+def test_every_backbone_module_runs_with_grad_mode_off(make, config):
+    """Freezing alone already keeps gradients off the backbone's weights; what makes READ cheap is
+    that the frozen pass records no graph at all. A hook on every backbone submodule sees the grad
+    mode it actually runs under during a READ training step."""
+    model = get_read_model(make(), config).train()
+    names = {module: name or "(root)" for name, module in model.base_model.named_modules()}
+    # The backbone's frozen LM head is the one exception, by design: it reads the *corrected* final
+    # state, so the loss differentiates through it (never through a backbone layer).
+    lm_head = model.base_model.get_output_embeddings() if config.task_type != "SEQ_CLS" else None
+    seen, with_grad = set(), []
+
+    def record(module, *_):
+        seen.add(module)
+        if torch.is_grad_enabled() and module is not lm_head:
+            with_grad.append(names[module])
+
+    handles = [m.register_forward_pre_hook(record) for m in names]
+    handles += [m.register_forward_hook(record) for m in names]
+    torch.manual_seed(0)
+    ids = torch.randint(2, 100, (2, 6))
+    labels = {"SEQ_CLS": torch.tensor([0, 1]), "CAUSAL_LM": ids, "SEQ_2_SEQ_LM": torch.randint(2, 100, (2, 3))}
+    try:
+        with torch.enable_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels[config.task_type]).loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(seen) > 10  # the hooks fired: the check is not vacuous
+    assert with_grad == [], f"backbone modules ran with grad mode on: {with_grad[:5]}"
