@@ -174,7 +174,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             inner = _unwrap_optional(hint)
             if typing.get_origin(inner) is list:  # --layers 1 2 3, --tasks glue/cola glue/rte
                 (item,) = typing.get_args(inner)
-                kwargs.update(type=item, nargs="+")
+                kwargs.update(type=item, nargs="+", action="extend")  # repeatable: --text a --text b
             else:
                 kwargs["type"] = inner
             kwargs["required"] = required
