@@ -16,7 +16,6 @@ import json
 import sys
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from readapt import __version__
