@@ -188,3 +188,20 @@ def test_run_config_special_files(tmp_path, kind, capsys):
     with pytest.raises(ConfigError, match=words):
         read_run_config(tmp_path)
     assert words in one_error_line(capsys, ["eval", "--run", str(tmp_path)])
+
+
+@pytest.mark.parametrize("kind", ["fifo", "big"])
+def test_side_network_weights_special_files(tmp_path, kind):
+    from readapt.config import WEIGHTS_NAME
+    from readapt.model import get_read_model
+    from tiny_models import tiny_bert
+
+    model = get_read_model(tiny_bert(), ReadConfig(rnn_dim=8, num_labels=2))
+    target = tmp_path / WEIGHTS_NAME
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:  # far more than this config's tensors could take, even in fp64
+        sparse(target, 10 * 1024**3)
+    words = "is a FIFO" if kind == "fifo" else "above readapt's limit of"
+    with pytest.raises(ConfigError, match=words):
+        model.load_trainable(target)

@@ -88,7 +88,7 @@ def _check_stat(path, st: os.stat_result, max_bytes: int | None) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise InputFileError(path, "is not a regular file")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise InputFileError(path, f"is {human_bytes(st.st_size)}, above readapt's limit of "
+        raise InputFileError(path, f"is {st.st_size:,d} bytes, above readapt's limit of "
                                    f"{human_bytes(max_bytes)} for this file", too_large=True)
 
 

@@ -217,7 +217,8 @@ class ReadModel(nn.Module):
             if exc.missing:
                 raise ConfigError(f"no {WEIGHTS_NAME} in {Path(path).parent}: the side network weights are "
                                   f"missing") from None
-            raise ConfigError(f"{exc}; it is not the side network saved for this config") from None
+            hint = "; it is not the side network saved for this config" if exc.too_large else ""
+            raise ConfigError(f"{exc}{hint}") from None
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
