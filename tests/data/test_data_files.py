@@ -261,3 +261,12 @@ def test_non_string_text_in_jsonl_names_the_line(tmp_path, value, kind):
 def test_json_object_as_label_is_an_error(tmp_path):
     jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "a", "label": "pos"}, {"text": "b", "label": {"x": 1}})
     assert "line 2 has a JSON object as its label" in error_of(train_file=jsonl)
+
+
+def test_more_classes_than_readapt_trains(tmp_path, monkeypatch):
+    import readapt.data.files
+
+    monkeypatch.setattr(readapt.data.files, "MAX_NUM_LABELS", 3)  # the real bound is 100,000
+    train = write_csv(tmp_path / "t.csv", "text,label", "a,w", "b,x", "c,y", "d,z")
+    assert "has 4 distinct labels, more than the 3 classes readapt trains; check --label-column" in error_of(
+        train_file=train)

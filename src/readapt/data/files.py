@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from readapt.config import MAX_NUM_LABELS
 from readapt.data.tasks import DataError, Example, TaskData, TaskSpec, split_train
 from readapt.inputs import DATA_FILE_MAX_BYTES, InputFileError, open_user_file
 
@@ -201,6 +202,9 @@ class LabelSpace:
         if len(space.names) < 2:
             raise DataError(f"{table.where} has only one class ({_quoted(space.names[0])}); "
                             "a classifier needs examples of at least two classes")
+        if len(space.names) > MAX_NUM_LABELS:  # a head that size is rarely meant: usually the wrong column
+            raise DataError(f"{table.where} has {len(space.names):,d} distinct labels, more than the "
+                            f"{MAX_NUM_LABELS:,d} classes readapt trains; check --label-column")
         return space
 
     def encode(self, value: Any) -> int | float | None:
