@@ -159,7 +159,8 @@ class ReadConfig:
         except InputFileError as exc:
             if exc.missing:
                 raise ConfigError(f"no {CONFIG_NAME} in {directory}: is it a saved READ model directory?") from None
-            raise ConfigError(f"{exc}; a {CONFIG_NAME} written by readapt is a few hundred bytes") from None
+            hint = f"; a {CONFIG_NAME} written by readapt is a few hundred bytes" if exc.too_large else ""
+            raise ConfigError(f"{exc}{hint}") from None
         except OSError as exc:
             raise ConfigError(f"{path} {os_problem(exc, path)}") from None
         try:
