@@ -205,3 +205,11 @@ def test_side_network_weights_special_files(tmp_path, kind):
     words = "is a FIFO" if kind == "fifo" else "above readapt's limit of"
     with pytest.raises(ConfigError, match=words):
         model.load_trainable(target)
+
+
+def test_glue_data_dir_that_is_a_fifo(tmp_path):
+    from readapt.data import load_task
+
+    os.mkfifo(tmp_path / "glue")
+    with pytest.raises(DataError, match="GLUE data folder .* is not a folder; pass --data-dir"):
+        load_task("glue/rte", data_dir=tmp_path / "glue")

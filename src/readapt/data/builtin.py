@@ -144,7 +144,8 @@ def load_glue(name: str, *, data_dir: str | Path | None = None, max_train_exampl
 
 def _glue_from_dir(name: str, data_dir: Path) -> tuple[list[Example], list[Example]]:
     if not data_dir.is_dir():
-        raise DataError(f"GLUE data folder {data_dir} does not exist; pass --data-dir pointing at "
+        problem = "is not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"GLUE data folder {data_dir} {problem}; pass --data-dir pointing at "
                         "a glue_data folder (with CoLA/, SST-2/, ... inside)")
     task = GLUE_TASKS[name]
     paths = [data_dir / task.folder / "train.tsv", data_dir / task.folder / task.dev_file]
