@@ -75,3 +75,44 @@ def test_a_config_saved_before_token_mixing_existed_loads_as_plain_read(tmp_path
     assert ReadConfig.from_dict(data).mixing == "attention"
     del data["mixing"]
     assert ReadConfig.from_dict(data).mixing == "none"
+
+
+# -- sizes are bounded by what they would allocate (issue 12, item 6) ------------------------------------
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"rnn_dim": 8193}, "rnn_dim=8193: must be between 1 and 8192"),
+    ({"rnn_dim": 65536}, "rnn_dim=65536"),
+    ({"num_labels": 100_001}, "num_labels=100001: must be between 1 (regression) and 100,000"),
+    ({"num_labels": 10**8}, "num_labels=100000000"),
+    ({"layers": [1, 1025]}, "distinct indices in 0..1024"),
+])
+def test_sizes_are_bounded(kwargs, fragment):
+    with pytest.raises(ConfigError) as err:
+        ReadConfig(**kwargs)
+    assert fragment in str(err.value)
+
+
+def test_the_bounds_themselves_are_accepted():
+    ReadConfig(rnn_dim=8192, num_labels=100_000, layers=list(range(1024)))
+
+
+def test_a_huge_layers_list_is_refused_in_one_short_line(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        ReadConfig(layers=list(range(10_000_000)))
+    assert str(err.value) == "layers has 10,000,000 entries ([0, 1, 2, 3, 4, 5, ...]); at most 1024 can be read"
+    with pytest.raises(ConfigError) as err:
+        ReadConfig(layers=["x"] * 1000)
+    assert len(str(err.value)) < 120
+    data = {**ReadConfig().to_dict(), "layers": list(range(100_000))}  # ~700 KB: under the file cap
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="100,000 entries") as err:
+        ReadConfig.from_pretrained(tmp_path)
+    assert len(str(err.value)) < 300
+
+
+def test_train_options_agree_with_read_config():
+    from readapt.config import MAX_RNN_DIM
+    from readapt.train import TrainArgs, check_args
+
+    check_args(TrainArgs(model="m", output="o", rnn_dim=MAX_RNN_DIM))
+    with pytest.raises(ValueError, match=f"--rnn-dim {MAX_RNN_DIM + 1} is out of range: use 1..{MAX_RNN_DIM}"):
+        check_args(TrainArgs(model="m", output="o", rnn_dim=MAX_RNN_DIM + 1))

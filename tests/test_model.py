@@ -250,3 +250,109 @@ def test_subset_of_layers_and_lstm():
     out = model(input_ids=torch.randint(2, 100, (2, 5)), labels=torch.tensor([0, 1]))
     out.loss.backward()
     assert model.layers == [0, 2, 4]
+
+
+# -- sizes checked before anything is allocated (issue 12, item 6) ----------------------------------------
+@pytest.mark.parametrize("make, config", [
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3)),
+    (tiny_bert, ReadConfig(rnn_dim=5, rnn_type="gru", num_labels=1)),
+    (tiny_gpt2, ReadConfig(rnn_dim=7, rnn_type="rnn", num_labels=2)),
+    (tiny_gpt2, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6)),
+    (tiny_llama, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6)),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4)),
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, pooling="pair", mixing="attention")),
+])
+def test_trainable_parameter_estimate_is_exact(make, config):
+    from readapt.model import trainable_parameters
+
+    model = get_read_model(make(), config)
+    num_labels = model.head.num_labels if model.head is not None else None
+    estimate = trainable_parameters(config, model.runner.hidden_size, model.runner.norm, model.runner.family,
+                                    num_labels)
+    assert estimate == model.get_nb_trainable_parameters()[0]
+
+
+def _no_allocation(monkeypatch):
+    import readapt.model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a side network or head was built before the config was checked")
+
+    monkeypatch.setattr(readapt.model, "SideNetwork", refuse)
+    monkeypatch.setattr(readapt.model, "ClassificationHead", refuse)
+
+
+def test_side_network_over_the_size_cap_is_refused_before_allocation(monkeypatch):
+    import readapt.model
+
+    monkeypatch.setattr(readapt.model, "MAX_TRAINABLE_BYTES", 10_000)
+    _no_allocation(monkeypatch)
+    with pytest.raises(ConfigError) as err:
+        get_read_model(tiny_bert(), ReadConfig(rnn_dim=64, num_labels=2))
+    message = str(err.value)
+    assert message.startswith("this READ config would train 27,266 parameters (106.5 KiB in fp32) on a 32-wide "
+                              "backbone, above readapt's limit of 9.8 KiB; lower rnn_dim (64) or num_labels (2)")
+
+
+def test_from_pretrained_validates_before_allocating(tmp_path, monkeypatch):
+    import json
+
+    from readapt.config import CONFIG_NAME
+
+    get_read_model(tiny_bert(), ReadConfig(rnn_dim=8, num_labels=2)).save_pretrained(tmp_path)
+    backbone = tiny_bert()
+    _no_allocation(monkeypatch)
+    for change, words in [({"num_labels": 10**8}, "num_labels=100000000"), ({"rnn_dim": 65536}, "rnn_dim=65536"),
+                          ({"layers": [1, 9]}, "the backbone has layers 0..2"),
+                          ({"backbone_num_layers": 5}, "another backbone")]:
+        data = json.loads((tmp_path / CONFIG_NAME).read_text())
+        (tmp_path / CONFIG_NAME).write_text(json.dumps({**data, **change}))
+        with pytest.raises(ConfigError, match=words):
+            ReadModel.from_pretrained(backbone, tmp_path)
+        (tmp_path / CONFIG_NAME).write_text(json.dumps(data))
+
+
+def test_backbone_num_labels_is_bounded_too(monkeypatch):
+    backbone = tiny_bert()
+    backbone.config.num_labels = 10**8  # a hostile config.json; ReadConfig(num_labels=None) reads it
+    _no_allocation(monkeypatch)
+    with pytest.raises(ConfigError, match="num_labels=100000000"):
+        get_read_model(backbone, ReadConfig(rnn_dim=8))
+
+
+# -- the frozen pass runs with grad mode off, in every family (issue 12, item 10) ---------------------------
+@pytest.mark.parametrize("make, config", [
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=2)),
+    (tiny_gpt2, ReadConfig(rnn_dim=8, num_labels=2)),
+    (tiny_gpt2, ReadConfig(task_type="CAUSAL_LM", rnn_dim=8)),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8)),
+], ids=["encoder", "causal-classifier", "causal-lm", "seq2seq"])
+def test_every_backbone_module_runs_with_grad_mode_off(make, config):
+    """Freezing alone already keeps gradients off the backbone's weights; what makes READ cheap is
+    that the frozen pass records no graph at all. A hook on every backbone submodule sees the grad
+    mode it actually runs under during a READ training step."""
+    model = get_read_model(make(), config).train()
+    names = {module: name or "(root)" for name, module in model.base_model.named_modules()}
+    # The backbone's frozen LM head is the one exception, by design: it reads the *corrected* final
+    # state, so the loss differentiates through it (never through a backbone layer).
+    lm_head = model.base_model.get_output_embeddings() if config.task_type != "SEQ_CLS" else None
+    seen, with_grad = set(), []
+
+    def record(module, *_):
+        seen.add(module)
+        if torch.is_grad_enabled() and module is not lm_head:
+            with_grad.append(names[module])
+
+    handles = [m.register_forward_pre_hook(record) for m in names]
+    handles += [m.register_forward_hook(record) for m in names]
+    torch.manual_seed(0)
+    ids = torch.randint(2, 100, (2, 6))
+    labels = {"SEQ_CLS": torch.tensor([0, 1]), "CAUSAL_LM": ids, "SEQ_2_SEQ_LM": torch.randint(2, 100, (2, 3))}
+    try:
+        with torch.enable_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels[config.task_type]).loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(seen) > 10  # the hooks fired: the check is not vacuous
+    assert with_grad == [], f"backbone modules ran with grad mode on: {with_grad[:5]}"

@@ -16,7 +16,6 @@ import json
 import sys
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from readapt import __version__
@@ -37,7 +36,8 @@ class PredictArgs:
     run: str = field(metadata={"help": "a finished run directory"})
     text: Optional[list[str]] = field(default=None, metadata={
         "help": "one or more texts to label ('a ||| b' for a sentence pair)"})
-    input_file: Optional[str] = field(default=None, metadata={"help": "one text per line ('a ||| b' for pairs)"})
+    input_file: Optional[str] = field(default=None, metadata={
+        "help": "one text per line ('a ||| b' for pairs; blank lines are skipped), at most 64 MiB"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
 
@@ -88,15 +88,12 @@ def cmd_predict(args: PredictArgs) -> int:
 
     texts = list(args.text or [])
     if args.input_file:
-        try:
-            texts += [line.rstrip("\n") for line in Path(args.input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read --input-file {args.input_file} ({exc})") from None
+        texts += read_input_file(args.input_file)
     if not texts:
         raise ValueError("nothing to predict: pass --text TEXT (repeatable) or --input-file FILE")
+    parts = [split_pair(t, i) for i, t in enumerate(texts, start=1)]  # before the model loads
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
-    examples = [Example(tuple(part.strip() for part in t.split("|||")), 0.0 if spec.is_regression else 0)
-                for t in texts]
+    examples = [Example(p, 0.0 if spec.is_regression else 0) for p in parts]
     wrong = [t for t, e in zip(texts, examples) if len(e.texts) != len(spec.text_names)]
     if wrong:
         raise ValueError(f"this task takes {len(spec.text_names)} text(s) per example ({' ||| '.join(spec.text_names)}); "
@@ -107,6 +104,30 @@ def cmd_predict(args: PredictArgs) -> int:
         label = round(float(value), 4) if spec.is_regression else spec.label_names[int(value)]
         print(json.dumps({"text": text, "prediction": label}))
     return 0
+
+
+def read_input_file(path: str) -> list[str]:
+    """The non-blank lines of a predict --input-file: a regular file of at most 64 MiB, never a
+    FIFO or a device (those would block or never end)."""
+    from readapt.inputs import PREDICT_INPUT_MAX_BYTES, InputFileError, read_user_bytes
+
+    try:
+        text = read_user_bytes(path, PREDICT_INPUT_MAX_BYTES).decode("utf-8")
+    except InputFileError as exc:
+        raise ValueError(f"--input-file {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--input-file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         f"re-save it as UTF-8") from None
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def split_pair(text: str, number: int) -> tuple[str, ...]:
+    """'a ||| b' -> ('a', 'b'). Empty texts (or halves) are refused, as training refuses them."""
+    parts = tuple(part.strip() for part in text.split("|||"))
+    if not all(parts):
+        what = "is empty" if len(parts) == 1 else "has an empty side of '|||'"
+        raise ValueError(f"text {number} ({_cut(repr(text), 60)}) {what}; give every text some words")
+    return parts
 
 
 def cmd_demo(args: DemoArgs) -> int:
@@ -156,7 +177,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             inner = _unwrap_optional(hint)
             if typing.get_origin(inner) is list:  # --layers 1 2 3, --tasks glue/cola glue/rte
                 (item,) = typing.get_args(inner)
-                kwargs.update(type=item, nargs="+")
+                kwargs.update(type=item, nargs="+", action="extend")  # repeatable: --text a --text b
             else:
                 kwargs["type"] = inner
             kwargs["required"] = required
@@ -216,13 +237,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as exc:  # one line for users; --debug for the traceback
         if debug:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        # ValueError/OSError and TrainingError (it has an exit_code) carry messages written for users;
-        # anything else is a bug or a surprise, and its traceback is what a report needs.
-        if not (isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")):
-            message += " (run with --debug for the traceback)"
-        print(f"readapt: error: {message}", file=sys.stderr)
+        print(f"readapt: error: {error_line(exc)}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+
+
+MAX_MESSAGE = 300  # characters of an error line; a 600k-column header must not print 5 MB
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line a user sees for an exception: OSErrors as a plain sentence, cut to MAX_MESSAGE."""
+    from readapt.inputs import describe_os_error
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        message = describe_os_error(exc)  # "[Errno 28] ..." -> "x.safetensors could not be written: ..."
+    else:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    message = _cut(message)
+    # ValueError/OSError and TrainingError (it has an exit_code) carry messages written for users;
+    # anything else is a bug or a surprise, and its traceback is what a report needs.
+    if not (isinstance(exc, (ValueError, OSError)) or hasattr(exc, "exit_code")):
+        message += " (run with --debug for the traceback)"
+    return message
+
+
+def _cut(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,d} more characters)"
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+from readapt.inputs import CONFIG_MAX_BYTES, InputFileError, os_problem, read_user_bytes
 
 CONFIG_NAME = "read_config.json"
 WEIGHTS_NAME = "read_model.safetensors"
@@ -25,6 +28,12 @@ MIXINGS = ("none", "attention")
 
 # Fields added after configs were first saved, with the value every older config meant.
 ADDED_LATER = {"mixing": "none"}
+
+# Bounds on what a config may ask to allocate, checked before any tensor exists (a config file is
+# user input: rnn_dim=65536 would need ~70 GB, num_labels=10**8 a 12.8 GB head on a tiny backbone).
+MAX_RNN_DIM = 8192          # 64x the default; the side network is meant to stay small
+MAX_NUM_LABELS = 100_000
+MAX_LAYERS = 1024           # entries in `layers`, and the largest layer index
 
 
 class ConfigError(ValueError):
@@ -103,30 +112,33 @@ class ReadConfig:
         default=None, metadata={"help": "Backbone layer count N (recorded, checked on load)."})
 
     def __post_init__(self) -> None:
+        if isinstance(self.layers, list) and len(self.layers) > MAX_LAYERS:  # before walking it
+            raise ConfigError(f"layers has {len(self.layers):,d} entries ({short(self.layers)}); "
+                              f"at most {MAX_LAYERS} can be read")
         check_types(self)
         if self.task_type not in TASK_TYPES:
-            raise ConfigError(f"task_type={self.task_type!r}: choose one of {', '.join(TASK_TYPES)}")
+            raise ConfigError(f"task_type={short(self.task_type)}: choose one of {', '.join(TASK_TYPES)}")
         if self.rnn_type not in RNN_TYPES:
-            raise ConfigError(f"rnn_type={self.rnn_type!r}: choose one of {', '.join(RNN_TYPES)}")
+            raise ConfigError(f"rnn_type={short(self.rnn_type)}: choose one of {', '.join(RNN_TYPES)}")
         if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"aggregation={self.aggregation!r}: choose mean or last")
+            raise ConfigError(f"aggregation={short(self.aggregation)}: choose mean or last")
         if self.pooling is not None and self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling={self.pooling!r}: choose {', '.join(POOLINGS)} or None")
+            raise ConfigError(f"pooling={short(self.pooling)}: choose {', '.join(POOLINGS)} or None")
         if self.mixing not in MIXINGS:
-            raise ConfigError(f"mixing={self.mixing!r}: choose {' or '.join(MIXINGS)}")
+            raise ConfigError(f"mixing={short(self.mixing)}: choose {' or '.join(MIXINGS)}")
         if self.mixing != "none" and self.task_type != "SEQ_CLS":
             # an LM's tokens must not see later tokens; mixing over them would need a causal mask
             raise ConfigError(f"mixing={self.mixing!r} works with task_type SEQ_CLS only; use mixing='none'")
-        if not 1 <= self.rnn_dim <= 65536:
-            raise ConfigError(f"rnn_dim={self.rnn_dim}: must be between 1 and 65536")
+        if not 1 <= self.rnn_dim <= MAX_RNN_DIM:
+            raise ConfigError(f"rnn_dim={short(self.rnn_dim)}: must be between 1 and {MAX_RNN_DIM}")
         if self.mixing == "attention" and self.rnn_dim % 4:
             raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='attention' splits it over 4 heads; "
                               f"use a multiple of 4")
         if self.layers is not None:
             if not self.layers:
                 raise ConfigError("layers=[]: give at least one layer, or None for all")
-            if any(i < 0 for i in self.layers) or len(set(self.layers)) != len(self.layers):
-                raise ConfigError(f"layers={self.layers}: need distinct indices >= 0")
+            if any(not 0 <= i <= MAX_LAYERS for i in self.layers) or len(set(self.layers)) != len(self.layers):
+                raise ConfigError(f"layers={short(self.layers)}: need distinct indices in 0..{MAX_LAYERS}")
             self.layers = sorted(self.layers)
         for name in ("input_scale", "output_scale"):
             value = getattr(self, name)
@@ -134,8 +146,9 @@ class ReadConfig:
                 raise ConfigError(f"{name}={value}: must be a finite, non-zero number")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError(f"head_dropout={self.head_dropout}: must be in [0, 1)")
-        if self.num_labels is not None and self.num_labels < 1:
-            raise ConfigError(f"num_labels={self.num_labels}: must be >= 1 (1 means regression)")
+        if self.num_labels is not None and not 1 <= self.num_labels <= MAX_NUM_LABELS:
+            raise ConfigError(f"num_labels={short(self.num_labels)}: must be between 1 (regression) and "
+                              f"{MAX_NUM_LABELS:,d}")
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +170,7 @@ class ReadConfig:
         data = {**{k: v for k, v in ADDED_LATER.items() if k not in data}, **data}
         missing = sorted(names - set(data))
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {sorted(names)}")
+            raise ConfigError(f"unknown config key(s) {short(unknown)}; known keys: {sorted(names)}")
         if missing:
             raise ConfigError(f"config is missing key(s) {missing}; was it written by readapt?")
         return cls(**data)
@@ -165,10 +178,17 @@ class ReadConfig:
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "ReadConfig":
         path = Path(directory) / CONFIG_NAME
-        if not path.is_file():
-            raise ConfigError(f"no {CONFIG_NAME} in {directory}: is it a saved READ model directory?")
+        try:  # a regular file under a small cap, or refused unread
+            raw = read_user_bytes(path, CONFIG_MAX_BYTES)
+        except InputFileError as exc:
+            if exc.missing:
+                raise ConfigError(f"no {CONFIG_NAME} in {directory}: is it a saved READ model directory?") from None
+            hint = f"; a {CONFIG_NAME} written by readapt is a few hundred bytes" if exc.too_large else ""
+            raise ConfigError(f"{exc}{hint}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path} {os_problem(exc, path)}") from None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path} is not valid JSON ({exc}); the file is corrupted") from None
         except (RecursionError, ValueError) as exc:  # absurd nesting; an int past the digit limit
@@ -186,7 +206,7 @@ def check_types(config: Any) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if not _matches(value, hints[f.name]):
-            raise ConfigError(f"{f.name}={value!r}: expected {_type_name(hints[f.name])}")
+            raise ConfigError(f"{f.name}={short(value)}: expected {_type_name(hints[f.name])}")
         if isinstance(value, int) and not isinstance(value, bool) and hints[f.name] in (float, Optional[float]):
             try:
                 setattr(config, f.name, float(value))
@@ -213,3 +233,12 @@ def _type_name(hint: Any) -> str:
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 6, 4, 60, 60, 40
+
+
+def short(value: Any) -> str:
+    """repr() for an error message: a 10M-entry list or a 1 MB string prints a few items."""
+    return _SHORT.repr(value)

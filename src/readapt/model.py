@@ -26,13 +26,19 @@ from transformers.modeling_outputs import CausalLMOutput, Seq2SeqLMOutput, Seque
 
 from readapt.backbones import BackboneStates, family, load_backbone
 from readapt.checkpoint import save_tensors
-from readapt.config import CONFIG_NAME, WEIGHTS_NAME, ConfigError, ReadConfig
-from readapt.heads import ClassificationHead, lm_loss, positions_read
+from readapt.config import CONFIG_NAME, MAX_NUM_LABELS, WEIGHTS_NAME, ConfigError, ReadConfig, short
+from readapt.heads import ClassificationHead, lm_loss, pooled_size, positions_read
+from readapt.inputs import InputFileError, check_user_file, human_bytes
 from readapt.side import SideNetwork
 
 # Token sequences the side network trains on at a time (SideNetwork.chunk_tokens): bounds its
 # activation memory at about one chunk's for any batch, at the cost of one extra side forward.
 SIDE_CHUNK_TOKENS = 1024
+
+# What the side network(s) and head may hold, in fp32 bytes, checked before any is allocated.
+# READ's default (r=128) on a 4096-wide backbone is ~9 MB: this is over 200x that.
+MAX_TRAINABLE_BYTES = 2 * 1024**3
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 class ReadModel(nn.Module):
@@ -49,25 +55,29 @@ class ReadModel(nn.Module):
         if kind == "seq2seq" and config.task_type != "SEQ_2_SEQ_LM":
             raise ConfigError("T5 backbones are text-to-text: use task_type SEQ_2_SEQ_LM")
         self.layers = self._layers_read(self.runner.num_layers)
+        if kind == "seq2seq":
+            self.encoder_layers = self._layers_read(self.runner.num_encoder_layers)
         d, r = self.runner.hidden_size, config.rnn_dim
+        num_labels = None
+        if config.task_type == "SEQ_CLS":
+            num_labels = config.num_labels or getattr(backbone.config, "num_labels", None) or 2
+        check_trainable_size(config, d, self.runner.norm, kind, num_labels)
         side = dict(rnn_dim=r, rnn_type=config.rnn_type, aggregation=config.aggregation,
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
                     chunk_tokens=SIDE_CHUNK_TOKENS)
         self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
-            self.encoder_layers = self._layers_read(self.runner.num_encoder_layers)
             self.encoder_side = SideNetwork(d, **side)
         self.head: Optional[ClassificationHead] = None
         if config.task_type == "SEQ_CLS":
-            num_labels = config.num_labels or getattr(backbone.config, "num_labels", None) or 2
             pooling = config.pooling or ("last" if kind == "causal" else "mean")
             self.head = ClassificationHead(d, num_labels, pooling, config.head_dropout)
 
     def _layers_read(self, num_layers: int) -> list[int]:
         layers = self.config.layers or list(range(1, num_layers + 1))
         if max(layers) > num_layers:
-            raise ConfigError(f"layers={layers}: the backbone has layers 0..{num_layers}")
+            raise ConfigError(f"layers={short(layers)}: the backbone has layers 0..{num_layers}")
         return layers
 
     def set_side_chunk_tokens(self, tokens: Optional[int]) -> "ReadModel":
@@ -197,13 +207,22 @@ class ReadModel(nn.Module):
         return model
 
     def load_trainable(self, path: Path) -> None:
-        if not Path(path).is_file():
-            raise ConfigError(f"no {WEIGHTS_NAME} in {Path(path).parent}: the side network weights are missing")
+        expected = self.trainable_state_dict()
+        # safetensors reads every tensor before we can check a name: cap the file at what this
+        # config's tensors take in the widest dtype (fp64), plus room for the header.
+        limit = 8 * sum(t.numel() for t in expected.values()) + 1024**2
+        try:
+            check_user_file(path, limit)
+        except InputFileError as exc:
+            if exc.missing:
+                raise ConfigError(f"no {WEIGHTS_NAME} in {Path(path).parent}: the side network weights are "
+                                  f"missing") from None
+            hint = "; it is not the side network saved for this config" if exc.too_large else ""
+            raise ConfigError(f"{exc}{hint}") from None
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ConfigError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupted") from None
-        expected = self.trainable_state_dict()
         missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if missing or unexpected:
             raise ConfigError(f"{path} was saved for another READ config (missing {missing[:3]}, "
@@ -212,10 +231,48 @@ class ReadModel(nn.Module):
             if tensor.shape != expected[name].shape:
                 raise ConfigError(f"{path}: {name} has shape {tuple(tensor.shape)}, this config expects "
                                   f"{tuple(expected[name].shape)}; it was saved for another config")
+        require_finite(tensors, path)
         with torch.no_grad():
             params = dict(self.named_parameters())
             for name, tensor in tensors.items():
                 params[name].copy_(tensor)
+
+
+def require_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """NaN or inf weights would evaluate and predict without a word (every answer one class)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ConfigError(f"{source}: {name} holds {bad:,d} NaN or infinite value(s); these weights "
+                                  f"are damaged (did the run diverge?): retrain, or load an earlier checkpoint")
+
+
+def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_labels: Optional[int]) -> int:
+    """The number of parameters ReadModel will train, computed before building anything."""
+    gates, r = _GATES[config.rnn_type], config.rnn_dim
+
+    def side(cross: bool) -> int:
+        norm_params = d if norm == "rmsnorm" else 2 * d          # RMSNorm: weight; LayerNorm: + bias
+        proj = 2 * d * d + d if cross else 0                      # the Joiner's merge of [phi, c]
+        rnn = gates * r * (d + r) + 2 * gates * r                 # input + hidden weights, two biases
+        return norm_params + proj + rnn + r * d                   # + W_out (no bias)
+
+    mixer = 4 * r * r + 4 * r + 2 * r if config.mixing == "attention" else 0  # q/k/v/out + biases, LayerNorm
+    total = side(cross=kind == "seq2seq") + mixer + (side(cross=False) if kind == "seq2seq" else 0)
+    features = pooled_size(d, config.pooling or "mean")
+    return total + (0 if num_labels is None else features * num_labels + num_labels)
+
+
+def check_trainable_size(config: ReadConfig, d: int, norm: str, kind: str, num_labels: Optional[int]) -> None:
+    if num_labels is not None and not 1 <= num_labels <= MAX_NUM_LABELS:  # from the backbone's config
+        raise ConfigError(f"num_labels={num_labels}: must be between 1 (regression) and {MAX_NUM_LABELS:,d}")
+    count = trainable_parameters(config, d, norm, kind, num_labels)
+    if 4 * count > MAX_TRAINABLE_BYTES:
+        labels = "" if num_labels is None else f" or num_labels ({num_labels:,d})"
+        raise ConfigError(f"this READ config would train {count:,d} parameters ({human_bytes(4 * count)} in fp32) "
+                          f"on a {d}-wide backbone, above readapt's limit of {human_bytes(MAX_TRAINABLE_BYTES)}; "
+                          f"lower rnn_dim ({config.rnn_dim}){labels}")
 
 
 def backbone_identity(backbone: nn.Module) -> dict:

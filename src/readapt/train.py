@@ -31,10 +31,12 @@ from tqdm.auto import tqdm
 from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import load_pretrained
-from readapt.config import CONFIG_NAME, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig, check_types
+from readapt.config import (CONFIG_NAME, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig,
+                            check_types)
 from readapt.data import TaskData, TaskSpec, load_task
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
+from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
 
@@ -116,7 +118,7 @@ def check_args(args: TrainArgs) -> None:
         raise ConfigError("a float option holds an integer too large for a float; use a number "
                           "like 1e-3") from None
     limits = [("epochs", 1, 10_000), ("batch_size", 1, 65_536), ("max_length", 1, 131_072),
-              ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, 65_536), ("save_every", 0, 10**9)]
+              ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, MAX_RNN_DIM), ("save_every", 0, 10**9)]
     for name, low, high in limits:
         value = getattr(args, name)
         if not low <= value <= high:
@@ -173,8 +175,12 @@ def load_trained(model, directory: Path) -> None:
                               f"run: {'; '.join(differ)}); use the run directory it was trained in")
         model.load_trainable(directory / WEIGHTS_NAME)
     else:
+        from readapt.model import require_finite
+
         path = directory / ckpt.TRAINABLE_NAME
-        ckpt.load_into(model, ckpt.load_tensors(path), path)
+        tensors = ckpt.load_tensors(path)
+        require_finite(tensors, path)
+        ckpt.load_into(model, tensors, path)
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -482,12 +488,14 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
     as ReadConfig: unknown or missing keys and wrong types are a ConfigError naming the file."""
     run_dir = Path(run_dir)
     path = run_dir / RUN_CONFIG
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # anything else there gets its own reason below
         raise ConfigError(f"{run_dir} is not a readapt run directory (no {RUN_CONFIG}); pass the --output "
                           f"folder of a `readapt train` run")
     damaged = "re-create the run with `readapt train`"
     try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved = json.loads(read_user_bytes(path, RUN_CONFIG_MAX_BYTES).decode("utf-8"))
+    except InputFileError as exc:  # a FIFO, a device, a 100 MB file: refused unread
+        raise ConfigError(f"{exc}; {damaged}") from None
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"{path} is not readable JSON ({detail}); the file is damaged: {damaged}") from None

@@ -121,7 +121,7 @@ def test_not_utf8(tmp_path):
 def test_missing_text_column_lists_columns(tmp_path):
     train = write_csv(tmp_path / "train.csv", "sentence,label", "a,x", "b,y")
     message = error_of(train_file=train)
-    assert "has no column 'text' (columns: sentence, label)" in message and "--text-columns" in message
+    assert "has no column 'text' (columns: sentence, label)" in message and "--text-column" in message
     message = error_of(train_file=train, text_columns=["sentence", "other"])
     assert "has no column 'other' (columns: sentence, label)" in message
 
@@ -177,8 +177,8 @@ def test_missing_label_and_empty_text_name_the_line(tmp_path):
     assert "line 3 has no label in column 'label'" in error_of(train_file=train)
     train = write_csv(tmp_path / "t2.csv", "text,label", "a,pos", "  ,neg")
     assert "line 3 has an empty 'text'; fill in the text or remove the row" in error_of(train_file=train)
-    short = write_csv(tmp_path / "t3.csv", "q,a,label", "x,y,pos", "x,neg")  # row lacks a field
-    assert "line 3 has no label" in error_of(train_file=short, text_columns=["q", "a"])
+    short = write_csv(tmp_path / "t3.csv", "q,a,label", "x,y,pos", "x,neg")  # row lacks a field: strict rows
+    assert "line 3 has 2 fields, the header has 3" in error_of(train_file=short, text_columns=["q", "a"])
     jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "a", "label": "x"}, {"label": "y"})
     assert "line 2 has an empty 'text'" in error_of(train_file=jsonl)
     jsonl = write_jsonl(tmp_path / "t2.jsonl", {"text": "a", "label": "x"}, {"text": "b", "label": None})
@@ -200,3 +200,73 @@ def test_too_small_to_carve_validation(tmp_path):
 def test_read_table_keeps_line_numbers(tmp_path):
     table = read_table(write_jsonl(tmp_path / "t.jsonl", {"text": "a"}, "", {"text": "b", "x": 1}))
     assert table.columns == ["text", "x"] and [line for line, _ in table.rows] == [1, 3]
+
+
+# ---- strict rows and exact labels (issue 12, item 5) -------------------------------------------------
+def test_row_with_an_unquoted_comma_is_an_error_naming_the_line(tmp_path):
+    train = write_csv(tmp_path / "t.csv", "text,label", "fine film,pos", "great film, loved it,pos", "bad,neg")
+    message = error_of(train_file=train)
+    assert message == (f"train file {train} line 3 has 3 fields, the header has 2; "
+                       "quote fields that contain a comma")
+
+
+def test_row_with_too_few_fields_names_the_line(tmp_path):
+    train = write_csv(tmp_path / "t.tsv", "a\tb\tlabel", "x\ty\tpos", "x\ty\tneg", "only\tpos")
+    assert "line 4 has 2 fields, the header has 3; every row needs one value per column" in error_of(
+        train_file=train, text_columns=["a", "b"])
+
+
+def test_line_of_a_row_after_a_quoted_newline(tmp_path):
+    train = write_csv(tmp_path / "t.csv", "text,label", '"two\nlines",pos', "b,neg,extra")
+    assert "line 4 has 3 fields" in error_of(train_file=train)
+
+
+def test_duplicate_header_names_are_an_error(tmp_path):
+    train = write_csv(tmp_path / "t.csv", "text,label,label", "a,pos,neg", "b,neg,pos")
+    assert error_of(train_file=train) == (f"train file {train} has duplicate column names in its header: "
+                                          "'label'; give every column its own name")
+    spaced = write_csv(tmp_path / "s.csv", "text, label,label ", "a,pos,neg")
+    assert "duplicate column names in its header: 'label'" in error_of(train_file=spaced)
+
+
+def test_huge_header_error_is_short(tmp_path):
+    columns = [f"c{i}" for i in range(600_000)]
+    train = write_csv(tmp_path / "wide.csv", ",".join(columns), ",".join("x" * len(columns)))
+    message = error_of(train_file=train)
+    assert "has no column 'text' (columns: c0, c1," in message and "(599990 more)" in message
+    assert len(message) < 400
+
+
+def test_integer_labels_above_2_to_the_53_stay_distinct(tmp_path):
+    big = 2**53
+    train = write_csv(tmp_path / "t.csv", "text,label", f"a,{big}", f"b,{big + 1}", f"c,{big + 2}")
+    data = load_task(None, train_file=train, validation_file=train)
+    assert data.spec.label_names == (str(big), str(big + 1), str(big + 2))
+    assert [ex.label for ex in data.validation] == [0, 1, 2]
+    jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "a", "label": big}, {"text": "b", "label": big + 1},
+                        {"text": "c", "label": str(big + 1)}, {"text": "d", "label": "1e3"})
+    data = load_task(None, train_file=jsonl, validation_file=jsonl)
+    assert data.spec.label_names == ("1000", str(big), str(big + 1))
+    assert [ex.label for ex in data.validation] == [1, 2, 2, 0]
+
+
+@pytest.mark.parametrize("value, kind", [({"a": 1}, "object"), (5, "number"), (None, "null"), (["x"], "array"),
+                                         (True, "boolean")])
+def test_non_string_text_in_jsonl_names_the_line(tmp_path, value, kind):
+    jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "fine", "label": "pos"}, {"text": value, "label": "neg"})
+    assert error_of(train_file=jsonl) == (f"train file {jsonl} line 2 has a JSON {kind} in 'text', not text; "
+                                          "write the text as a JSON string")
+
+
+def test_json_object_as_label_is_an_error(tmp_path):
+    jsonl = write_jsonl(tmp_path / "t.jsonl", {"text": "a", "label": "pos"}, {"text": "b", "label": {"x": 1}})
+    assert "line 2 has a JSON object as its label" in error_of(train_file=jsonl)
+
+
+def test_more_classes_than_readapt_trains(tmp_path, monkeypatch):
+    import readapt.data.files
+
+    monkeypatch.setattr(readapt.data.files, "MAX_NUM_LABELS", 3)  # the real bound is 100,000
+    train = write_csv(tmp_path / "t.csv", "text,label", "a,w", "b,x", "c,y", "d,z")
+    assert "has 4 distinct labels, more than the 3 classes readapt trains; check --label-column" in error_of(
+        train_file=train)

