@@ -24,6 +24,9 @@ pair_variants=(
   "pair-lr1e-2|--pooling pair --mixing none --lr 1e-2"
   "mixing-pair-lr1e-2|--pooling pair --mixing attention --lr 1e-2"
   "pair-r256|--pooling pair --mixing none --rnn-dim 256"
+  "separate|--pair-encoding separate --mixing none"
+  "mixing-separate|--pair-encoding separate --mixing attention"
+  "separate-lr1e-2|--pair-encoding separate --mixing none --lr 1e-2"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"

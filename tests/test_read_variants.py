@@ -66,7 +66,43 @@ def test_mixing_and_pair_pooling_train_and_predict_end_to_end(tiny_model_dir, pa
     assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
 
 
+@pytest.mark.parametrize("method", ["read", "full", "lst"])
+def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_files, tmp_path, capsys, method):
+    common = _common(tiny_model_dir, pair_files, method=method, pair_encoding="separate")
+    metrics = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
+    assert 0 <= metrics["validation"]["accuracy"] <= 1
+    if method == "read":  # cached states (two sequences per example) give the live run's numbers
+        cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
+        assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in metrics["history"]]
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "live"), "--text", "a man sleeps ||| someone rests",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
+
+
+def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples = [Example(p[:2], i % 2) for i, p in enumerate(PAIRS)]
+    items = encode(examples, tokenizer, 24, separate_pairs=True)
+    assert items[0]["input_ids"] == tokenizer("a man sleeps")["input_ids"]
+    assert items[0]["input_ids_b"] == tokenizer("someone rests")["input_ids"]
+    batch = model_inputs(items, 0, "cpu")
+    assert batch["input_ids"].shape[0] == 2 * len(PAIRS) and batch["labels"].shape == (len(PAIRS),)
+    assert set(batch["segment_ids"][:4].unique().tolist()) == {0, 1}
+    assert set(batch["segment_ids"][4:].unique().tolist()) == {0, 2}
+    # the pair head reads u from row i and v from row B + i: the same features as pooling each text alone
+    from readapt.heads import pool
+
+    hidden = torch.randn(8, batch["input_ids"].shape[1], 4)
+    features = pool(hidden, batch["attention_mask"], "pair", batch["segment_ids"])
+    u, v = pool(hidden[:4], batch["attention_mask"][:4], "mean"), pool(hidden[4:], batch["attention_mask"][4:], "mean")
+    torch.testing.assert_close(features, torch.cat([u, v, (u - v).abs(), u * v], -1))
+
+
 @pytest.mark.parametrize("flags,words", [
+    (["--pair-encoding", "separate"], "--pair-encoding separate reads two texts per example"),
+    (["--pair-encoding", "separate", "--pooling", "mean"], "--pair-encoding separate compares the two texts"),
+    (["--pair-encoding", "both"], "--pair-encoding both: choose one of joint, separate"),
     (["--pooling", "pair"], "--pooling pair reads two texts per example"),
     (["--pooling", "max"], "--pooling max: choose one of cls, mean, last, pair"),
     (["--mixing", "conv"], "--mixing conv: choose one of none, attention"),

@@ -47,6 +47,8 @@ class BenchArgs:
     max_train_examples: Optional[int] = field(default=None, metadata={"help": "budget cut: a seeded subset of train"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling for every method (default: each run's own default)"})
+    pair_encoding: Optional[str] = field(default=None, metadata={
+        "help": "two-text tasks, every method: joint or separate (default: readapt train's)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
 
@@ -64,6 +66,8 @@ def cell_command(args: BenchArgs, task: str, method: str, seed: int, run_dir: Pa
         cmd += ["--max-train-examples", str(args.max_train_examples)]
     if args.pooling:
         cmd += ["--pooling", args.pooling]
+    if args.pair_encoding:
+        cmd += ["--pair-encoding", args.pair_encoding]
     if (run_dir / "run_config.json").is_file():  # started before: continue it (from step 0 if no checkpoint yet)
         cmd.append("--resume")
     return cmd

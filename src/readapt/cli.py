@@ -16,6 +16,7 @@ import json
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from readapt import __version__
@@ -75,7 +76,8 @@ def cmd_eval(args: EvalArgs) -> int:
     examples = getattr(data, args.split)
     if not examples:
         raise ValueError(f"the task has no {args.split} split")
-    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text)
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
+                           run_args.pair_encoding == "separate")
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
     print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
     return 0
@@ -98,7 +100,8 @@ def cmd_predict(args: PredictArgs) -> int:
     if wrong:
         raise ValueError(f"this task takes {len(spec.text_names)} text(s) per example ({' ||| '.join(spec.text_names)}); "
                          f"got {wrong[0]!r}")
-    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text)
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
+                           run_args.pair_encoding == "separate")
     predictions = predict(model, encoded, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
     for text, value in zip(texts, predictions.tolist()):
         label = round(float(value), 4) if spec.is_regression else spec.label_names[int(value)]
@@ -248,7 +251,7 @@ def error_line(exc: BaseException) -> str:
     """The one line a user sees for an exception: OSErrors as a plain sentence, cut to MAX_MESSAGE."""
     from readapt.inputs import describe_os_error
 
-    if isinstance(exc, OSError) and exc.errno is not None:
+    if isinstance(exc, OSError) and exc.strerror is not None:  # raw errno text; readapt's own are sentences
         message = describe_os_error(exc)  # "[Errno 28] ..." -> "x.safetensors could not be written: ..."
     else:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -8,56 +8,91 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from readapt.data import TaskSpec, collate, compute_metrics, encode, encode_text_to_text
+from readapt.data.batching import SECOND
 
 
-def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_text: bool) -> list[dict]:
+def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_text: bool,
+                 separate_pairs: bool = False) -> list[dict]:
     if text_to_text:
         return encode_text_to_text(examples, spec, tokenizer, max_length)
-    return encode(examples, tokenizer, max_length)
+    return encode(examples, tokenizer, max_length, separate_pairs)
 
 
 def without_states(items: list[dict]) -> list[dict]:
     """The items' token fields only, without cached backbone states (see attach_states)."""
-    return [{k: v for k, v in item.items() if k != "states"} for item in items]
+    return [{k: v for k, v in item.items() if k not in ("states", "states" + SECOND)} for item in items]
+
+
+def _stack_pairs(batch: dict) -> dict:
+    """Pairs encoded as two sequences (``encode(separate_pairs=True)``) -> one (2B, T) batch: the
+    first texts in rows 0..B-1, the second texts in rows B..2B-1, and ``segment_ids`` saying so
+    (1 / 2 on real tokens), which is how pair pooling finds u and v."""
+    length = max(batch["input_ids"].shape[1], batch["input_ids" + SECOND].shape[1])
+    stacked = {}
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if key in batch:
+            pad = batch["pad_token_id"] if key == "input_ids" else 0
+            a, b = (F.pad(t, (0, length - t.shape[1]), value=pad) for t in (batch[key], batch[key + SECOND]))
+            stacked[key] = torch.cat([a, b])
+    mask = stacked["attention_mask"]
+    rows = mask.shape[0] // 2
+    stacked["segment_ids"] = mask * torch.cat([mask.new_ones(rows, 1), mask.new_full((rows, 1), 2)])
+    return {**stacked, **({"labels": batch["labels"]} if "labels" in batch else {})}
 
 
 def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> dict:
     """A padded batch for ``model(**batch)``. Items carrying cached backbone states (see
     attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids."""
     batch = collate(without_states(items), pad_token_id)
+    if "input_ids" + SECOND in batch:
+        batch = _stack_pairs({**batch, "pad_token_id": pad_token_id})
     inputs = {k: v.to(device) for k, v in batch.items() if k in
               ("input_ids", "attention_mask", "token_type_ids", "segment_ids", "labels")}
     if "states" in items[0]:
         from readapt.backbones import BackboneStates
 
         mask = inputs.pop("attention_mask")
-        layers, _, dim = items[0]["states"].shape
-        padded = torch.zeros(layers, len(items), mask.shape[1], dim)
-        for j, item in enumerate(items):
-            padded[:, j, :item["states"].shape[1]] = item["states"]
+        rows = [item["states"] for item in items]
+        if "states" + SECOND in items[0]:  # the same row order as _stack_pairs
+            rows += [item["states" + SECOND] for item in items]
+        layers, _, dim = rows[0].shape
+        padded = torch.zeros(layers, len(rows), mask.shape[1], dim)
+        for j, states in enumerate(rows):
+            padded[:, j, :states.shape[1]] = states
         inputs = {"states": BackboneStates(tuple(padded.to(device).unbind(0)), mask),
                   **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
     return inputs
 
 
+def _sequences(item: dict) -> list[tuple[str, dict]]:
+    """(states key, token fields) of each sequence an item holds: one, or two for separate pairs."""
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in item]
+    found = [("states", {k: item[k] for k in keys})]
+    if "input_ids" + SECOND in item:
+        found.append(("states" + SECOND, {k: item[k + SECOND] for k in keys}))
+    return found
+
+
 @torch.no_grad()
 def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_size: int = 64) -> None:
     """Run the frozen backbone once over ``encoded`` and keep each example's per-layer states on
-    its item (``item["states"]``: layers x real tokens x d, on the CPU). The backbone is frozen
-    and in eval mode, so these are exactly the states every later epoch would recompute."""
-    # Longest first, so each batch holds examples of similar length: little padding to run
+    its item (``item["states"]``: layers x real tokens x d, on the CPU; ``states_b`` for the second
+    text of a separately encoded pair). The backbone is frozen and in eval mode, so these are
+    exactly the states every later epoch would recompute."""
+    sequences = [(item, key, fields) for item in encoded for key, fields in _sequences(item)]
+    # Longest first, so each batch holds sequences of similar length: little padding to run
     # through the backbone (a real saving on sentence pairs, whose lengths vary a lot).
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    for start in tqdm(range(0, len(encoded), batch_size), desc="caching states", leave=False, mininterval=2):
-        items = [encoded[i] for i in order[start:start + batch_size]]
-        batch = model_inputs(items, pad_token_id, device)
-        batch.pop("labels", None)
+    sequences.sort(key=lambda s: -len(s[2]["input_ids"]))
+    for start in tqdm(range(0, len(sequences), batch_size), desc="caching states", leave=False, mininterval=2):
+        chunk = sequences[start:start + batch_size]
+        batch = model_inputs([fields for _, _, fields in chunk], pad_token_id, device)
         stacked = torch.stack(model.backbone_states(**batch).hidden_states).cpu()  # (L+1, B, T, d)
-        for j, item in enumerate(items):  # right padding: the real tokens come first
-            item["states"] = stacked[:, j, :int(batch["attention_mask"][j].sum())].clone()
+        for j, (item, key, _) in enumerate(chunk):  # right padding: the real tokens come first
+            item[key] = stacked[:, j, :int(batch["attention_mask"][j].sum())].clone()
 
 
 @torch.no_grad()

@@ -50,7 +50,12 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
         if segment_ids is None:
             raise ValueError("pair pooling needs segment_ids (1 = first text, 2 = second text); "
                              "it works on two-text tasks only")
+        # Two layouts: both texts in one row (segments 1 and 2 in every row), or each text its
+        # own row (rows 0..B-1 the first texts, B..2B-1 the second: encode(separate_pairs=True)).
         u, v = _masked_mean(hidden, segment_ids == 1), _masked_mean(hidden, segment_ids == 2)
+        second = (segment_ids == 2).any(1)
+        if not second.all():  # one text per row (pairs encoded separately): row i pairs with row B+i
+            u, v = u[~second], v[second]
         return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
     if pooling == "cls":
         return hidden[:, 0]

@@ -219,6 +219,9 @@ def check_finished(run_dir: Path, allow_unfinished: bool) -> None:
     """eval: an unfinished run's weights are only the best epoch so far; say so, or refuse."""
     if not (run_dir / RUN_CONFIG).is_file() or (run_dir / METRICS).is_file():
         return  # not a run (load_run says so) or finished
+    from readapt.train import read_run_config
+
+    read_run_config(run_dir)  # a damaged run config is the first thing to say
     if not allow_unfinished:
         raise ValueError(f"{run_dir} is an unfinished run (no {METRICS}): its weights are the best epoch so far; "
                          f"finish it with `readapt train ... --resume`, or pass --allow-unfinished to score it anyway")

@@ -75,6 +75,10 @@ class TrainArgs:
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, last, or pair for two-text tasks ([u, v, |u-v|, u*v] of the two "
                 "texts' means) (default mean; last for decoder-only models)"})
+    pair_encoding: str = field(default="joint", metadata={
+        "help": "two-text tasks: joint (one sequence, '[CLS] a [SEP] b [SEP]': a cross-encoder) or separate "
+                "(each text its own sequence through the backbone, compared by pair pooling: a "
+                "Sentence-BERT bi-encoder; implies --pooling pair)"})
     mixing: str = field(default="none", metadata={
         "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
                 "(one light self-attention layer over each example's tokens in side space)"})
@@ -132,6 +136,11 @@ def check_args(args: TrainArgs) -> None:
     get_method(args.method)  # unknown method -> ValueError listing the known ones
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
+    if args.pair_encoding not in PAIR_ENCODINGS:
+        raise ValueError(f"--pair-encoding {args.pair_encoding}: choose one of {', '.join(PAIR_ENCODINGS)}")
+    if args.pair_encoding == "separate" and args.pooling not in (None, "pair"):
+        raise ValueError(f"--pair-encoding separate compares the two texts with --pooling pair; drop "
+                         f"--pooling {args.pooling}")
     if args.mixing not in MIXINGS:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
     if args.mixing != "none" and args.method != "read":
@@ -184,12 +193,24 @@ def load_trained(model, directory: Path) -> None:
 
 
 # -- the loop ------------------------------------------------------------------------------------
+PAIR_ENCODINGS = ("joint", "separate")
+
+
+def head_pooling(args: TrainArgs, kind: str) -> str:
+    """--pooling, else what the run implies: pair for separately encoded pairs, the last token for
+    decoder-only models, the mean of the tokens otherwise."""
+    if args.pooling:
+        return args.pooling
+    if args.pair_encoding == "separate":
+        return "pair"
+    return "last" if kind == "causal" else "mean"
+
+
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
     backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code)
     text_to_text = kind == "seq2seq"
-    head = None if text_to_text else HeadSpec(
-        num_labels=spec.num_labels, pooling=args.pooling or ("last" if kind == "causal" else "mean"))
+    head = None if text_to_text else HeadSpec(num_labels=spec.num_labels, pooling=head_pooling(args, kind))
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     model = get_method(args.method).build(backbone, head, args.options()).to(device)
     return model, tokenizer, text_to_text
@@ -216,15 +237,21 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     if args.resume:
         rundir.check_fingerprints(out_dir, found, args.allow_changed_data)
     spec = data.spec
-    if args.pooling == "pair" and len(spec.text_names) != 2:
-        raise ValueError(f"--pooling pair reads two texts per example; {spec.name} has one "
-                         f"({spec.text_names[0]}): use --pooling mean")
+    for flag, value, used in (("--pooling", "pair", args.pooling == "pair"),
+                              ("--pair-encoding", "separate", args.pair_encoding == "separate")):
+        if used and len(spec.text_names) != 2:
+            raise ValueError(f"{flag} {value} reads two texts per example; {spec.name} has one "
+                             f"({spec.text_names[0]}): drop {flag}")
     model, tokenizer, text_to_text = build(args, spec, device)
+    if text_to_text and args.pair_encoding == "separate":
+        raise ValueError("--pair-encoding separate needs a classification head; text-to-text models (T5) "
+                         "read the pair as one input: drop it")
     method = get_method(args.method)
     lr = args.lr or method.default_lr
-    enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text)
+    separate = args.pair_encoding == "separate"
+    enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text, separate)
            for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test or []))}
-    if args.pooling == "pair" and not text_to_text and "segment_ids" not in enc["train"][0]:
+    if args.pooling == "pair" and not (text_to_text or separate) and "segment_ids" not in enc["train"][0]:
         raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
                          "from); this model's tokenizer is a slow one: use --pooling mean")
     cache_seconds = 0.0  # the frozen pass that --cache-states runs once, before the loop
@@ -480,7 +507,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
-ADDED_ARGS = {"allow_changed_data": False, "mixing": "none"}
+ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint"}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

@@ -38,10 +38,23 @@ def _tokenize(tokenizer: Any, examples: Sequence[Example], max_length: int) -> l
     return items
 
 
-def encode(examples: Sequence[Example], tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+SECOND = "_b"  # key suffix of the second text's fields when a pair is encoded as two sequences
+
+
+def encode(examples: Sequence[Example], tokenizer: Any, max_length: int,
+           separate_pairs: bool = False) -> list[dict[str, Any]]:
     """Encoder-style features per example: token ids, mask, token type ids (if given), which text
-    each token comes from (pairs: ``segment_ids``), scalar label."""
-    items = _tokenize(tokenizer, examples, max_length)
+    each token comes from (pairs: ``segment_ids``), scalar label.
+
+    ``separate_pairs``: a pair becomes two sequences, each text encoded on its own (as a
+    sentence-embedding model was trained to see it; Sentence-BERT's bi-encoder); the second one's
+    fields carry the suffix ``_b`` (``input_ids_b``, ...). Single texts are unaffected."""
+    if separate_pairs and examples and len(examples[0].texts) == 2:
+        firsts = _tokenize(tokenizer, [Example(ex.texts[:1], ex.label) for ex in examples], max_length)
+        seconds = _tokenize(tokenizer, [Example(ex.texts[1:], ex.label) for ex in examples], max_length)
+        items = [{**a, **{k + SECOND: v for k, v in b.items()}} for a, b in zip(firsts, seconds)]
+    else:
+        items = _tokenize(tokenizer, examples, max_length)
     for item, ex in zip(items, examples):
         item["labels"] = ex.label
     return items
@@ -120,7 +133,7 @@ def collate(items: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, tor
     for key in keys:
         values = [item[key] for item in items]
         if isinstance(values[0], (list, tuple)):
-            pad = pad_token_id if key == "input_ids" else LABEL_PAD_ID if key == "labels" else 0
+            pad = pad_token_id if key in ("input_ids", "input_ids" + SECOND) else LABEL_PAD_ID if key == "labels" else 0
             longest = max(len(v) for v in values)
             batch[key] = torch.tensor([list(v) + [pad] * (longest - len(v)) for v in values],
                                       dtype=torch.long)
