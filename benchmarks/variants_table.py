@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 SHORT = {"glue/stsb": "STS-B", "glue/mrpc": "MRPC", "glue/rte": "RTE", "glue/sst2": "SST-2", "glue/cola": "CoLA"}
+PAIRS = ("glue/stsb", "glue/mrpc", "glue/rte")
 
 
 def score(record: dict, split: str) -> float:
@@ -33,15 +34,22 @@ def main(out: Path, variants: list[str]) -> str:
         task, variant, _seed = path.parent.name.split("__")
         cells[(variant, task.replace("-", "/", 1))].append(json.loads(path.read_text()))
     tasks = [t for t in SHORT if any(t == task for _, task in cells)]
-    head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], *[f"{SHORT[t]} test" for t in tasks],
-            "seeds", "trainable params", "train s"]
+    head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], "pair tasks val avg",
+            *[f"{SHORT[t]} test" for t in tasks], "seeds", "trainable params", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    seen = set()
     for v in variants:
         name, flags = v.split("|", 1)
         rows = {t: cells.get((name, t), []) for t in tasks}
-        if not any(rows.values()):
+        if name in seen or not any(rows.values()):
             continue
+        seen.add(name)
         val = [fmt([score(r, "validation") for r in rows[t]]) for t in tasks]
+        # the pair tasks' validation average, per seed that finished all three (what picks a default)
+        seeds_done = set.intersection(*[{r["seed"] for r in rows.get(t, [])} for t in PAIRS if t in rows] or [set()])
+        pair_avg = [statistics.fmean(score(r, "validation") for t in PAIRS if t in rows for r in rows[t]
+                                     if r["seed"] == seed) for seed in sorted(seeds_done)]
+        val.append(fmt(pair_avg) if all(t in rows and rows[t] for t in PAIRS) else "-")
         test = [fmt([score(r, "test") for r in rows[t]]) for t in tasks]
         records = [r for rs in rows.values() for r in rs]
         seeds = sorted({r["seed"] for r in records})

@@ -71,6 +71,7 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     common = _common(tiny_model_dir, pair_files, method=method, pair_encoding="separate")
     metrics = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
     assert 0 <= metrics["validation"]["accuracy"] <= 1
+    assert metrics["majority_baseline"]["validation"] == {"accuracy": 0.5, "f1": 0.0}  # 4 yes, 4 no; answers class 0
     if method == "read":  # cached states (two sequences per example) give the live run's numbers
         cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
         assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in metrics["history"]]

@@ -54,3 +54,17 @@ def test_write_report_writes_table_and_plots(tmp_path):
     assert table.read_text() == markdown_table(RECORDS)
     assert {p.name for p in plots} == {"score_vs_memory.png", "score_vs_time.png"}  # no energy plot without energy
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+
+
+def test_ties_within_one_std_are_marked_and_a_majority_row_shows_learning_nothing():
+    base = {"validation": {"accuracy": 0.5}, "test": {"accuracy": 0.52}}
+    records = [dict(record("glue/rte", "full", seed, {"accuracy": acc}, 1000, 100), majority_baseline=base)
+               for seed, acc in ((0, 0.60), (1, 0.64))]
+    records += [dict(record("glue/rte", "read", seed, {"accuracy": acc}, 300, 40), majority_baseline=base)
+                for seed, acc in ((0, 0.59), (1, 0.61))]   # within full's std: a tie
+    records += [dict(record("glue/rte", "lora", seed, {"accuracy": acc}, 900, 80), majority_baseline=base)
+                for seed, acc in ((0, 0.50), (1, 0.51))]   # well under: not bold
+    rows = {line.split("|")[1].strip(): line for line in markdown_table(records).strip().splitlines()[2:]}
+    assert "**62.0 ± 2.8**" in rows["full"] and "**60.0 ± 1.4**" in rows["read"]
+    assert "**" not in rows["lora"]
+    assert rows["majority class"].split("|")[2].strip() == "52.0"

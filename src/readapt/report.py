@@ -3,7 +3,9 @@
 The table has the shape of the READ paper's Table 1: a row per method, a column per task with
 its official GLUE score (mean +- std over seeds, in points), the average, the share of trainable
 parameters, and the cost of training (peak memory, time, energy) with ratios to full fine-tuning
-measured in the same run of the benchmark.
+measured in the same run of the benchmark. In each task column the best mean is bold, and so is
+every method within one standard deviation of it: a tie, not a win. A last row gives what a model
+that learned nothing scores (the training set's majority class; the mean for regression).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def summarise(records: Iterable[dict], split: str = "test") -> dict:
         if r["task"] not in tasks:
             tasks.append(r["task"])
     tasks.sort(key=lambda t: list(SHORT).index(t) if t in SHORT else len(SHORT))
+    baselines = defaultdict(list)  # task -> the majority-class score of each run that recorded it
+    for r in records:
+        if (r.get("majority_baseline") or {}).get(split):
+            baselines[r["task"]].append(100.0 * statistics.fmean(r["majority_baseline"][split].values()))
     summary = {}
     for method, entry in by_method.items():
         seeds = sorted({s for scores in entry["tasks"].values() for s, _ in scores})
@@ -70,7 +76,19 @@ def summarise(records: Iterable[dict], split: str = "test") -> dict:
                 averages.append(statistics.fmean(per_task))
         summary[method] = {"tasks": {t: [v for _, v in entry["tasks"].get(t, [])] for t in tasks},
                            "average": averages, "cost": {k: statistics.fmean(v) for k, v in entry["cost"].items()}}
-    return {"tasks": tasks, "methods": summary}
+    baseline = {t: statistics.fmean(v) for t, v in baselines.items()}
+    return {"tasks": tasks, "methods": summary, "baseline": baseline}
+
+
+def best_and_ties(summary: dict, task: str) -> set[str]:
+    """The method with the best mean on ``task`` and every method within one standard deviation of
+    it (either's): these are tied, and none of them is reported as the winner alone."""
+    stats = {m: _mean_std(v["tasks"][task]) for m, v in summary["methods"].items() if v["tasks"].get(task)}
+    if not stats:
+        return set()
+    best = max(stats, key=lambda m: stats[m][0])
+    mean, std = stats[best]
+    return {m for m, (mu, sd) in stats.items() if mean - mu <= max(std, sd)}
 
 
 def markdown_table(records: list[dict], split: str = "test") -> str:
@@ -86,6 +104,7 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
               + ["Avg", "Trainable %", "Peak mem (MB)", "Mem / full", "Tensor peak (MB)", "Tensor / full",
                  "Train time (s)", "Time / full", "Energy (J)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    leaders = {t: best_and_ties(s, t) if len(methods) > 1 else set() for t in tasks}
     for method in order:
         m = methods[method]
         cost = m["cost"]
@@ -96,12 +115,17 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
             return "-"
 
         energy = f"{cost['energy_joules']:.0f}" if "energy_joules" in cost else "n/a"
-        row = ([method] + [_fmt(m["tasks"][t]) for t in tasks] + [_fmt(m["average"])]
+        bold = lambda text, task: f"**{text}**" if method in leaders[task] else text  # noqa: E731
+        row = ([method] + [bold(_fmt(m["tasks"][t]), t) for t in tasks] + [_fmt(m["average"])]
                + [f"{cost.get('trainable_percent', float('nan')):.3f}", f"{cost.get('peak_memory_mb', float('nan')):.0f}",
                   ratio("peak_memory_mb"), f"{cost.get('peak_tensor_memory_mb', float('nan')):.0f}",
                   ratio("peak_tensor_memory_mb"), f"{cost.get('train_seconds', float('nan')):.0f}", ratio("train_seconds"),
                   energy])
         lines.append("| " + " | ".join(row) + " |")
+    if s["baseline"] and all(t in s["baseline"] for t in tasks):  # what learning nothing scores
+        scores = [s["baseline"][t] for t in tasks]
+        lines.append("| majority class | " + " | ".join(f"{v:.1f}" for v in scores)
+                     + f" | {statistics.fmean(scores):.1f} |" + " - |" * (len(header) - len(tasks) - 2))
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from readapt import rundir
 from readapt.backbones.loading import load_pretrained
 from readapt.config import (CONFIG_NAME, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig,
                             check_types)
-from readapt.data import TaskData, TaskSpec, load_task
+from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
@@ -303,12 +303,15 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
                              text_to_text, desc=name) if split else None
               for name, split in (("validation", data.validation), ("test", data.test))}
+    train_labels = [e.label for e in data.train]
+    baseline = {name: majority_baseline(spec, train_labels, [e.label for e in split]) if split else None
+                for name, split in (("validation", data.validation), ("test", data.test))}
     inference = _inference_cost(model, enc["validation"], tokenizer, args.eval_batch_size, device, text_to_text)
     trainable, total = count_parameters(model)
     seen = progress["global_step"] * args.batch_size
     metrics = {
         "task": spec.name, "method": args.method, "model": args.model, "seed": args.seed,
-        "argv": list(argv if argv is not None else sys.argv), **scores,
+        "argv": list(argv if argv is not None else sys.argv), **scores, "majority_baseline": baseline,
         "best_epoch": progress["best_epoch"], "history": progress["history"],
         "trainable_params": trainable, "total_params": total,
         "trainable_percent": round(100.0 * trainable / total, 4),
@@ -333,7 +336,7 @@ def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text)
     model.eval()
     with torch.no_grad():
         result = measure_inference(lambda: model(**batch), device)
-    return {"batch_size": int(batch["input_ids"].shape[0]), **result}
+    return {"batch_size": len(encoded[:batch_size]), **result}
 
 
 def linear_schedule_with_warmup(optimizer, warmup_steps: int, total_steps: int):

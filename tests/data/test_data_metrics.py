@@ -81,3 +81,13 @@ def test_task_score_is_glue_mean():
     assert task_score(COLA, compute_metrics(COLA, [0, 1], [0, 1])) == 1.0
     with pytest.raises(DataError, match="lack f1"):
         task_score(MRPC, {"accuracy": 0.8})
+
+
+def test_majority_baseline_answers_the_most_frequent_training_label():
+    from readapt.data import majority_baseline
+
+    rte = TaskSpec("glue/rte", ("entailment", "not_entailment"), ("accuracy",), ("sentence1", "sentence2"))
+    assert majority_baseline(rte, [1, 1, 0], [1, 0, 0, 1]) == {"accuracy": 0.5}
+    assert majority_baseline(rte, [0, 0, 1], [0, 0, 0, 1]) == {"accuracy": 0.75}
+    stsb = TaskSpec("glue/stsb", None, ("pearson", "spearmanr"), ("sentence1", "sentence2"))
+    assert majority_baseline(stsb, [1.0, 3.0], [0.5, 4.0, 2.0]) == {"pearson": 0.0, "spearmanr": 0.0}

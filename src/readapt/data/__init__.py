@@ -18,6 +18,7 @@ _LAZY = {
     "encode": "readapt.data.batching",
     "encode_text_to_text": "readapt.data.batching",
     "compute_metrics": "readapt.data.metrics",
+    "majority_baseline": "readapt.data.metrics",
     "task_score": "readapt.data.metrics",
 }
 
@@ -33,6 +34,7 @@ __all__ = [
     "encode",
     "encode_text_to_text",
     "load_task",
+    "majority_baseline",
     "task_score",
 ]
 

@@ -73,6 +73,19 @@ def compute_metrics(spec: TaskSpec, predictions: Any, labels: Any) -> dict[str, 
     return results
 
 
+def majority_baseline(spec: TaskSpec, train_labels: Any, labels: Any) -> dict[str, float]:
+    """The scores of a model that learned nothing: it always answers the training set's most frequent
+    class (regression: the training mean, whose correlations are 0). A method at this level has
+    not learned the task, however its number looks."""
+    train = np.asarray(train_labels)
+    if spec.is_regression:
+        constant = float(train.astype(float).mean())
+    else:
+        values, counts = np.unique(train.astype(int), return_counts=True)
+        constant = int(values[counts.argmax()])
+    return compute_metrics(spec, np.full(len(labels), constant), labels)
+
+
 def task_score(spec: TaskSpec, metrics: dict[str, float]) -> float:
     """One number per task, GLUE style: the mean of the task's metrics (e.g. MRPC: F1 and accuracy)."""
     missing = [name for name in spec.metrics if name not in metrics]
