@@ -54,7 +54,7 @@ def test_fresh_variant_is_the_backbone_and_never_differentiates_it(tiny_model_di
 
 
 def test_mixing_and_pair_pooling_train_and_predict_end_to_end(tiny_model_dir, pair_files, tmp_path, capsys):
-    common = _common(tiny_model_dir, pair_files, pooling="pair", mixing="attention")
+    common = _common(tiny_model_dir, pair_files, pooling="pair", pair_encoding="joint", mixing="attention")
     live = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
     cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
     assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in live["history"]]
@@ -79,6 +79,21 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     assert main(["predict", "--run", str(tmp_path / "live"), "--text", "a man sleeps ||| someone rests",
                  "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
+
+
+def test_pairs_are_encoded_separately_by_default_unless_told_otherwise():
+    from readapt.data import TaskSpec
+    from readapt.train import separate_pairs
+
+    pairs = TaskSpec("glue/rte", ("entailment", "not_entailment"), ("accuracy",), ("sentence1", "sentence2"))
+    single = TaskSpec("glue/sst2", ("negative", "positive"), ("accuracy",), ("sentence",))
+    args = lambda **kw: TrainArgs(model="m", output="o", **kw)  # noqa: E731
+    assert separate_pairs(args(), pairs, text_to_text=False)
+    assert separate_pairs(args(pooling="pair"), pairs, text_to_text=False)
+    assert not separate_pairs(args(pair_encoding="joint"), pairs, text_to_text=False)
+    assert not separate_pairs(args(pooling="mean"), pairs, text_to_text=False)  # a one-sequence head
+    assert not separate_pairs(args(), single, text_to_text=False)
+    assert not separate_pairs(args(), pairs, text_to_text=True)                 # T5 reads one input
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):

@@ -63,7 +63,7 @@ def cmd_eval(args: EvalArgs) -> int:
     from readapt.data import load_task
     from readapt.evaluate import encode_split, evaluate
     from readapt.rundir import check_finished
-    from readapt.train import load_run
+    from readapt.train import load_run, separate_pairs
 
     check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
@@ -77,7 +77,7 @@ def cmd_eval(args: EvalArgs) -> int:
     if not examples:
         raise ValueError(f"the task has no {args.split} split")
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
-                           run_args.pair_encoding == "separate")
+                           separate_pairs(run_args, spec, text_to_text))
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
     print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
     return 0
@@ -86,7 +86,7 @@ def cmd_eval(args: EvalArgs) -> int:
 def cmd_predict(args: PredictArgs) -> int:
     from readapt.data import Example
     from readapt.evaluate import encode_split, predict
-    from readapt.train import load_run
+    from readapt.train import load_run, separate_pairs
 
     texts = list(args.text or [])
     if args.input_file:
@@ -101,7 +101,7 @@ def cmd_predict(args: PredictArgs) -> int:
         raise ValueError(f"this task takes {len(spec.text_names)} text(s) per example ({' ||| '.join(spec.text_names)}); "
                          f"got {wrong[0]!r}")
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
-                           run_args.pair_encoding == "separate")
+                           separate_pairs(run_args, spec, text_to_text))
     predictions = predict(model, encoded, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
     for text, value in zip(texts, predictions.tolist()):
         label = round(float(value), 4) if spec.is_regression else spec.label_names[int(value)]
