@@ -81,7 +81,7 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
 
 
-def test_pairs_are_encoded_separately_by_default_unless_told_otherwise():
+def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     from readapt.data import TaskSpec
     from readapt.train import separate_pairs
 
@@ -94,6 +94,8 @@ def test_pairs_are_encoded_separately_by_default_unless_told_otherwise():
     assert not separate_pairs(args(pooling="mean"), pairs, text_to_text=False)  # a one-sequence head
     assert not separate_pairs(args(), single, text_to_text=False)
     assert not separate_pairs(args(), pairs, text_to_text=True)                 # T5 reads one input
+    assert not separate_pairs(args(method="full"), pairs, text_to_text=False)   # each method its own default
+    assert separate_pairs(args(method="full", pair_encoding="separate"), pairs, text_to_text=False)
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):

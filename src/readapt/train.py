@@ -78,8 +78,8 @@ class TrainArgs:
     pair_encoding: Optional[str] = field(default=None, metadata={
         "help": "two-text tasks: joint (one sequence, '[CLS] a [SEP] b [SEP]': a cross-encoder) or separate "
                 "(each text its own sequence through the backbone, compared by pair pooling: a "
-                "Sentence-BERT bi-encoder; implies --pooling pair) (default: separate, chosen on "
-                "validation, unless --pooling says otherwise; joint for text-to-text models)"})
+                "Sentence-BERT bi-encoder; implies --pooling pair) (default: each method's own, chosen on "
+                "validation: separate for read, joint for the others and for text-to-text models)"})
     mixing: str = field(default="none", metadata={
         "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
                 "(one light self-attention layer over each example's tokens in side space)"})
@@ -195,17 +195,15 @@ def load_trained(model, directory: Path) -> None:
 
 # -- the loop ------------------------------------------------------------------------------------
 PAIR_ENCODINGS = ("joint", "separate")
-# How two-text tasks are encoded when --pair-encoding is not given: chosen on validation over the
-# GLUE pair tasks (README, "Sentence pairs": READ and full fine-tuning both score higher with it).
-DEFAULT_PAIR_ENCODING = "separate"
 
 
 def separate_pairs(args: TrainArgs, spec: TaskSpec, text_to_text: bool) -> bool:
-    """Whether a run encodes each text of a pair on its own: --pair-encoding, else the default for
-    two-text tasks with a classification head, unless --pooling asks for a one-sequence head."""
+    """Whether a run encodes each text of a pair on its own: --pair-encoding, else the method's own
+    default for two-text tasks with a classification head (READ: separate; its peers: joint),
+    unless --pooling asks for a one-sequence head."""
     if len(spec.text_names) != 2 or text_to_text or args.pooling not in (None, "pair"):
         return False  # (an explicit --pair-encoding separate here is refused in train)
-    return (args.pair_encoding or DEFAULT_PAIR_ENCODING) == "separate"
+    return (args.pair_encoding or get_method(args.method).pair_encoding) == "separate"
 
 
 def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:

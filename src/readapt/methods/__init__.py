@@ -40,6 +40,10 @@ class Method:
     # True where gradients flow through the backbone's layers (full, LoRA, ...). READ, LST and
     # the linear probe never differentiate the backbone.
     backbone_backprop: bool = True
+    # How two-text tasks are encoded when --pair-encoding is not given: joint ([CLS] a [SEP] b
+    # [SEP]) or separate (each text on its own, compared by pair pooling). Chosen per method on
+    # validation, like the learning rate (README, "Sentence pairs").
+    pair_encoding: str = "joint"
 
 
 # name -> module that defines METHOD; imported lazily so `readapt --help` stays fast.

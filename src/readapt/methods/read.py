@@ -22,4 +22,4 @@ def build(backbone, head: HeadSpec | None, options: dict):
 
 
 METHOD = Method(name="read", help="READ: recurrent side network over the frozen backbone's layers",
-                default_lr=3e-3, build=build, backbone_backprop=False)
+                default_lr=3e-3, build=build, backbone_backprop=False, pair_encoding="separate")
