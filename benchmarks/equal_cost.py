@@ -2,7 +2,8 @@
 
     python benchmarks/equal_cost.py --full DIR [DIR ...] --read DIR [--out FILE]
 
---full: folders of full fine-tuning run folders (e.g. benchmarks/results/glue/runs); where several
+--full: folders of full fine-tuning run folders, or results.jsonl files (e.g. benchmarks/results/glue/
+        results.jsonl); where several
         hold a run of the same task and seed (other heads), the one with the best validation
         score is the reference: full fine-tuning at its best
 --read: run folders of a long READ run on the same tasks and seeds (benchmarks/equal_cost.sh)
@@ -30,8 +31,11 @@ def runs(folders: list[Path], method: str) -> dict:
     """(task, seed) -> metrics of ``method``'s run with the best validation score among ``folders``."""
     found = {}
     for folder in folders:
-        for path in sorted(folder.glob("*/metrics.json")):
-            m = json.loads(path.read_text())
+        if folder.is_file():  # a results.jsonl (readapt bench's, one metrics.json per line)
+            records = [json.loads(line) for line in folder.read_text().splitlines() if line.strip()]
+        else:
+            records = [json.loads(path.read_text()) for path in sorted(folder.glob("*/metrics.json"))]
+        for m in records:
             key = (m["task"], m["seed"])
             if m["method"] == method and (key not in found or best(m) > best(found[key])):
                 found[key] = m

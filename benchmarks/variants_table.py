@@ -30,9 +30,14 @@ def fmt(values: list[float]) -> str:
 
 def main(out: Path, variants: list[str]) -> str:
     cells = defaultdict(list)  # (variant, task) -> records
+    found = []
     for path in sorted((out / "runs").glob("*/metrics.json")):
         task, variant, _seed = path.parent.name.split("__")
-        cells[(variant, task.replace("-", "/", 1))].append(json.loads(path.read_text()))
+        record = {**json.loads(path.read_text()), "variant": variant}
+        cells[(variant, record["task"])].append(record)
+        found.append(record)
+    # every cell's metrics.json, one per line: what the table (and glue_table.py) is made from
+    (out / "results.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in found))
     tasks = [t for t in SHORT if any(t == task for _, task in cells)]
     head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], "pair tasks val avg",
             *[f"{SHORT[t]} test" for t in tasks], "seeds", "trainable params", "train s"]

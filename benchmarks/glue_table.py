@@ -1,0 +1,64 @@
+"""The README's GLUE table after the sentence-pair work: one table from the committed run folders.
+
+    python benchmarks/glue_table.py [--out benchmarks/results/glue_combined]
+
+Rows (each cell mean ± std over the seeds that ran; the table's seeds column says which):
+  full, bitfit, lora, prompt, adapter, lst   benchmarks/results/glue (bash benchmarks/glue.sh): each
+                                            method's defaults (one sequence per pair, mean pooling)
+  full, pair pooling                        benchmarks/results/glue_pairs/joint-pair (pair tasks)
+  read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
+  read                                      READ's default today: separately encoded pairs + pair pooling
+                                            on the pair tasks ("separate"), plain READ on single sentences
+Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
+The READ runs cached the backbone's states (--cache-states): their time adds that one frozen pass,
+their memory holds the cache (peak RSS) and their tensor peak has no frozen forward in it, so READ's
+cost columns here are not a live run's; benchmarks/step_cost.py compares live steps side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from readapt.report import write_report
+
+PAIR_TASKS = {"glue/stsb", "glue/mrpc", "glue/rte"}
+ROOT = Path("benchmarks/results")
+
+
+def load(folder: Path) -> list[dict]:
+    """A bench folder's cells: its run folders' metrics.json where they are here, else its results.jsonl."""
+    runs = sorted((folder / "runs").glob("*/metrics.json"))
+    if runs:
+        return [json.loads(p.read_text()) for p in runs]
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "glue_combined"))
+    args = parser.parse_args()
+    records = [json.loads(line) for line in (ROOT / "glue" / "results.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["method"] != "read"]
+    records += [{**r, "method": "full, pair pooling"} for r in load(ROOT / "glue_pairs" / "joint-pair")]
+    variants = ROOT / "read_variants" / "results.jsonl"  # written by variants_table.py
+    for r in (json.loads(line) for line in variants.read_text().splitlines()):
+        variant = r["variant"]
+        # These READ runs cached the backbone's states: their one frozen pass (over every split,
+        # so an overcount) is part of what training cost.
+        r = {**r, "train_seconds": r["train_seconds"] + (r.get("cache_seconds") or 0.0)}
+        if variant == "plain":
+            records.append({**r, "method": "read (paper)"})
+        if variant == ("separate" if r["task"] in PAIR_TASKS else "plain"):
+            records.append({**r, "method": "read"})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    results.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    table, _ = write_report(results, out)
+    print(table.read_text())
+
+
+if __name__ == "__main__":
+    main()
