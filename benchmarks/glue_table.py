@@ -5,14 +5,14 @@
 Rows (each cell mean ± std over the seeds that ran; the table's seeds column says which):
   full, bitfit, lora, prompt, adapter, lst   benchmarks/results/glue (bash benchmarks/glue.sh): each
                                             method's defaults (one sequence per pair, mean pooling)
-  full, pair pooling                        benchmarks/results/glue_pairs/joint-pair (pair tasks)
   read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
   read                                      READ's default today: separately encoded pairs + pair pooling
                                             on the pair tasks ("separate"), plain READ on single sentences
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
-The READ runs cached the backbone's states (--cache-states): their time adds that one frozen pass,
-their memory holds the cache (peak RSS) and their tensor peak has no frozen forward in it, so READ's
-cost columns here are not a live run's; benchmarks/step_cost.py compares live steps side by side.
+The READ runs cached the backbone's states (--cache-states) and ran beside other benchmarks: their
+time, memory and tensor peak are not a live run's, so READ's cost columns are left empty here;
+benchmarks/step_cost.py compares live training steps side by side, and the table of
+benchmarks/glue.sh has plain READ's live costs.
 """
 
 from __future__ import annotations
@@ -41,13 +41,12 @@ def main() -> None:
     args = parser.parse_args()
     records = [json.loads(line) for line in (ROOT / "glue" / "results.jsonl").read_text().splitlines()]
     records = [r for r in records if r["method"] != "read"]
-    records += [{**r, "method": "full, pair pooling"} for r in load(ROOT / "glue_pairs" / "joint-pair")]
     variants = ROOT / "read_variants" / "results.jsonl"  # written by variants_table.py
     for r in (json.loads(line) for line in variants.read_text().splitlines()):
         variant = r["variant"]
-        # These READ runs cached the backbone's states: their one frozen pass (over every split,
-        # so an overcount) is part of what training cost.
-        r = {**r, "train_seconds": r["train_seconds"] + (r.get("cache_seconds") or 0.0)}
+        # These READ runs cached the backbone's states and shared the machine with other jobs:
+        # their time and memory are not a live run's, so the table leaves them out (see above).
+        r = {k: v for k, v in r.items() if k not in ("peak_memory_mb", "train_seconds", "energy_joules", "cost")}
         if variant == "plain":
             records.append({**r, "method": "read (paper)"})
         if variant == ("separate" if r["task"] in PAIR_TASKS else "plain"):

@@ -109,6 +109,9 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
         m = methods[method]
         cost = m["cost"]
 
+        def value(key, digits=0):  # "-" where a run did not measure it
+            return f"{cost[key]:.{digits}f}" if key in cost else "-"
+
         def ratio(key):
             if key in cost and full_cost.get(key):
                 return f"{cost[key] / full_cost[key]:.2f}"
@@ -117,9 +120,9 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
         energy = f"{cost['energy_joules']:.0f}" if "energy_joules" in cost else "n/a"
         bold = lambda text, task: f"**{text}**" if method in leaders[task] else text  # noqa: E731
         row = ([method] + [bold(_fmt(m["tasks"][t]), t) for t in tasks] + [_fmt(m["average"])]
-               + [f"{cost.get('trainable_percent', float('nan')):.3f}", f"{cost.get('peak_memory_mb', float('nan')):.0f}",
-                  ratio("peak_memory_mb"), f"{cost.get('peak_tensor_memory_mb', float('nan')):.0f}",
-                  ratio("peak_tensor_memory_mb"), f"{cost.get('train_seconds', float('nan')):.0f}", ratio("train_seconds"),
+               + [value("trainable_percent", 3), value("peak_memory_mb"),
+                  ratio("peak_memory_mb"), value("peak_tensor_memory_mb"),
+                  ratio("peak_tensor_memory_mb"), value("train_seconds"), ratio("train_seconds"),
                   energy])
         lines.append("| " + " | ".join(row) + " |")
     if s["baseline"] and all(t in s["baseline"] for t in tasks):  # what learning nothing scores
