@@ -9,6 +9,12 @@ SHARED = REPO.parent / "shared"
 GLUE_DIR = SHARED / "data" / "glue"
 
 
+def csv_rows(n: int, offset: int = 0) -> str:
+    """``n`` rows of a small two-class sentiment CSV (text,label), every text distinct."""
+    words = ["good film", "great acting", "bad film", "awful plot", "lovely", "dull"]
+    return "".join(f"{words[(i + offset) % 6]} {i},{'pos' if (i + offset) % 2 == 0 else 'neg'}\n" for i in range(n))
+
+
 def one_error_line(capsys, argv) -> str:
     """The single stderr line of a refused `readapt` command (non-zero exit, no traceback)."""
     from readapt.cli import main

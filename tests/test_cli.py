@@ -7,10 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel
 
+from conftest import csv_rows
 import readapt.train
 from readapt import ConfigError
 from readapt.backbones import UnsupportedModelError
@@ -32,18 +34,13 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
-def _rows(n: int, offset: int = 0) -> str:
-    words = ["good film", "great acting", "bad film", "awful plot", "lovely", "dull"]
-    return "".join(f"{words[(i + offset) % 6]} {i},{'pos' if (i + offset) % 2 == 0 else 'neg'}\n" for i in range(n))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_model_dir):
     """Good data, every kind of bad data file, and bad model folders."""
     d = tmp_path_factory.mktemp("cli-inputs")
     p = {"model": tiny_model_dir, "dir": d}
-    p["train"] = _write(d / "train.csv", "text,label\n" + _rows(24))
-    p["val"] = _write(d / "val.csv", "text,label\n" + _rows(8, 1))
+    p["train"] = _write(d / "train.csv", "text,label\n" + csv_rows(24))
+    p["val"] = _write(d / "val.csv", "text,label\n" + csv_rows(8, 1))
     p["missing"] = str(d / "no-such-file.csv")
     (d / "folder.csv").mkdir()
     p["folder"] = str(d / "folder.csv")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import csv_rows
 import readapt.train
 from readapt import ReadModel
 from readapt import checkpoint as ckpt
@@ -28,16 +29,11 @@ def _quiet(quiet):
     """No progress bars on stderr, so that stderr holds exactly what the CLI prints."""
 
 
-def _rows(n: int, offset: int = 0) -> str:
-    words = ["good film", "great acting", "bad film", "awful plot", "lovely", "dull"]
-    return "".join(f"{words[(i + offset) % 6]} {i},{'pos' if (i + offset) % 2 == 0 else 'neg'}\n" for i in range(n))
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, tiny_model_dir):
     d = tmp_path_factory.mktemp("rundir-data")
-    (d / "train.csv").write_text("text,label\n" + _rows(16))
-    (d / "val.csv").write_text("text,label\n" + _rows(8, 1))
+    (d / "train.csv").write_text("text,label\n" + csv_rows(16))
+    (d / "val.csv").write_text("text,label\n" + csv_rows(8, 1))
     return {"model": tiny_model_dir, "train": str(d / "train.csv"), "val": str(d / "val.csv")}
 
 
