@@ -27,7 +27,7 @@ def without_states(items: list[dict]) -> list[dict]:
     return [{k: v for k, v in item.items() if k not in ("states", "states" + SECOND)} for item in items]
 
 
-def _stack_pairs(batch: dict) -> dict:
+def _stack_pairs(batch: dict, pad_token_id: int) -> dict:
     """Pairs encoded as two sequences (``encode(separate_pairs=True)``) -> one (2B, T) batch: the
     first texts in rows 0..B-1, the second texts in rows B..2B-1, and ``segment_ids`` saying so
     (1 / 2 on real tokens), which is how pair pooling finds u and v."""
@@ -35,7 +35,7 @@ def _stack_pairs(batch: dict) -> dict:
     stacked = {}
     for key in ("input_ids", "attention_mask", "token_type_ids"):
         if key in batch:
-            pad = batch["pad_token_id"] if key == "input_ids" else 0
+            pad = pad_token_id if key == "input_ids" else 0
             a, b = (F.pad(t, (0, length - t.shape[1]), value=pad) for t in (batch[key], batch[key + SECOND]))
             stacked[key] = torch.cat([a, b])
     mask = stacked["attention_mask"]
@@ -49,7 +49,7 @@ def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> 
     attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids."""
     batch = collate(without_states(items), pad_token_id)
     if "input_ids" + SECOND in batch:
-        batch = _stack_pairs({**batch, "pad_token_id": pad_token_id})
+        batch = _stack_pairs(batch, pad_token_id)
     inputs = {k: v.to(device) for k, v in batch.items() if k in
               ("input_ids", "attention_mask", "token_type_ids", "segment_ids", "labels")}
     if "states" in items[0]:

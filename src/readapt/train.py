@@ -74,7 +74,7 @@ class TrainArgs:
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, last, or pair for two-text tasks ([u, v, |u-v|, u*v] of the two "
-                "texts' means) (default mean; last for decoder-only models)"})
+                "texts' means) (default: pair for separately encoded pairs, last for decoder-only models, else mean)"})
     pair_encoding: Optional[str] = field(default=None, metadata={
         "help": "two-text tasks: joint (one sequence, '[CLS] a [SEP] b [SEP]': a cross-encoder) or separate "
                 "(each text its own sequence through the backbone, compared by pair pooling: a "
