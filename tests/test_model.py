@@ -261,6 +261,9 @@ def test_subset_of_layers_and_lstm():
     (tiny_llama, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6)),
     (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4)),
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, pooling="pair", mixing="attention")),
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, joiner="projection")),
+    (tiny_llama, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6, joiner="projection", rnn_type="gru")),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, joiner="projection")),
 ])
 def test_trainable_parameter_estimate_is_exact(make, config):
     from readapt.model import trainable_parameters
@@ -314,7 +317,9 @@ def test_from_pretrained_validates_before_allocating(tmp_path, monkeypatch):
 
 def test_backbone_num_labels_is_bounded_too(monkeypatch):
     backbone = tiny_bert()
-    backbone.config.num_labels = 10**8  # a hostile config.json; ReadConfig(num_labels=None) reads it
+    # A hostile config.json; ReadConfig(num_labels=None) reads it. (Patched on the class: setting
+    # num_labels on a transformers config builds an id2label dict of 10**8 entries, ~8 GB.)
+    monkeypatch.setattr(type(backbone.config), "num_labels", property(lambda self: 10**8), raising=False)
     _no_allocation(monkeypatch)
     with pytest.raises(ConfigError, match="num_labels=100000000"):
         get_read_model(backbone, ReadConfig(rnn_dim=8))
@@ -356,3 +361,49 @@ def test_every_backbone_module_runs_with_grad_mode_off(make, config):
             handle.remove()
     assert len(seen) > 10  # the hooks fired: the check is not vacuous
     assert with_grad == [], f"backbone modules ran with grad mode on: {with_grad[:5]}"
+
+
+# -- the projecting Joiner (a cheaper side network) ---------------------------------------------------------
+@pytest.mark.parametrize("make, config", [
+    (tiny_bert, dict(num_labels=2)),
+    (tiny_gpt2, dict(task_type="CAUSAL_LM")),
+    (tiny_llama, dict(task_type="CAUSAL_LM")),
+    (tiny_t5, dict(task_type="SEQ_2_SEQ_LM")),
+])
+def test_projecting_joiner_keeps_the_invariants(make, config):
+    """A fresh model is still the backbone, the side network trains, the backbone gets nothing."""
+    torch.manual_seed(0)
+    input_ids = torch.randint(2, 100, (2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    labels = {"SEQ_CLS": torch.tensor([0, 1]), "CAUSAL_LM": input_ids,
+              "SEQ_2_SEQ_LM": torch.randint(2, 100, (2, 4))}[config.get("task_type", "SEQ_CLS")]
+    kwargs = dict(input_ids=input_ids, attention_mask=mask, labels=labels)
+    plain = get_read_model(make(), ReadConfig(rnn_dim=8, **config))
+    projected = get_read_model(make(), ReadConfig(rnn_dim=8, joiner="projection", **config))
+    assert projected.side.rnn.input_size == 8            # the RNN runs at width r, not d
+    if plain.head is not None:                           # the same (random) head on both
+        projected.head.load_state_dict(plain.head.state_dict())
+    with torch.no_grad():  # eval: no head dropout
+        torch.testing.assert_close(projected.eval()(**kwargs).logits, plain.eval()(**kwargs).logits, rtol=0, atol=0)
+    projected.train()
+    for side in [m for m in projected.modules() if m.__class__.__name__ == "SideNetwork"]:
+        torch.nn.init.normal_(side.out.weight, std=0.1)  # as after a first update
+    projected(**kwargs).loss.backward()
+    assert projected.side.joiner.proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in projected.base_model.parameters())
+
+
+def test_projecting_joiner_is_cheaper_than_the_papers():
+    """Fewer trainable parameters and fewer saved activation bytes for the same backbone and r."""
+    input_ids = torch.randint(2, 100, (4, 20))
+    sizes, saved = {}, {}
+    for joiner in ("norm", "projection"):
+        model = get_read_model(tiny_bert(hidden=64), ReadConfig(rnn_dim=16, num_labels=2, joiner=joiner))
+        model.set_side_chunk_tokens(None)
+        sizes[joiner] = model.get_nb_trainable_parameters()[0]
+        tensors, _ = _saved_tensors(lambda: model(input_ids=input_ids, labels=torch.tensor([0, 1, 0, 1])))
+        params = _storages(model.parameters())
+        saved[joiner] = sum(t.numel() * t.element_size() for t in tensors
+                            if t.untyped_storage().data_ptr() not in params)
+    assert sizes["projection"] < sizes["norm"]
+    assert saved["projection"] < 0.75 * saved["norm"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from readapt.measure import TensorMemoryTracker
-from readapt.side import Joiner, RMSNorm, SideNetwork
+from readapt.side import Joiner, RMSNorm, SideNetwork, TokenStates
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
@@ -55,21 +55,21 @@ def test_rmsnorm_matches_definition():
     torch.testing.assert_close(norm(x), x / x.pow(2).mean(-1, keepdim=True).sqrt())
 
 
-def _trained_side(chunk_tokens, cross=False, rnn_type="lstm"):
+def _trained_side(chunk_tokens, cross=False, rnn_type="lstm", joiner="norm"):
     torch.manual_seed(0)
-    side = SideNetwork(32, rnn_dim=16, rnn_type=rnn_type, cross=cross, chunk_tokens=chunk_tokens)
+    side = SideNetwork(32, rnn_dim=16, rnn_type=rnn_type, cross=cross, chunk_tokens=chunk_tokens, joiner=joiner)
     torch.nn.init.normal_(side.out.weight)  # a non-zero correction, as after some training
     return side
 
 
 @pytest.mark.parametrize("cross", [False, True])
-@pytest.mark.parametrize("rnn_type", ["lstm", "gru"])
-def test_chunked_training_gives_the_same_correction_and_gradients(cross, rnn_type):
+@pytest.mark.parametrize("rnn_type, joiner", [("lstm", "norm"), ("gru", "norm"), ("lstm", "projection")])
+def test_chunked_training_gives_the_same_correction_and_gradients(cross, rnn_type, joiner):
     torch.manual_seed(1)
     states, cross_term = torch.randn(4, 300, 32), torch.randn(4, 300, 32) if cross else None
     results = []
     for chunk in (None, 64):  # 300 tokens: four full chunks and a partial one
-        side = _trained_side(chunk, cross, rnn_type)
+        side = _trained_side(chunk, cross, rnn_type, joiner)
         correction = side(states, cross_term)
         correction.pow(2).sum().backward()
         results.append((correction.detach(), {n: p.grad for n, p in side.named_parameters()}))
@@ -89,6 +89,58 @@ def test_chunking_bounds_the_training_memory_of_the_side_network():
         peaks[chunk] = tracker.peak_bytes
     # Unchunked, autograd keeps every step's gates for all 4,096 sequences; chunked, one chunk's.
     assert peaks[512] < 0.35 * peaks[None]
+
+
+def _layer_outputs(layers=4, batch=3, length=50, dim=32):
+    torch.manual_seed(2)
+    outputs = [torch.randn(batch, length, dim) for _ in range(layers)]
+    read = torch.rand(batch, length) > 0.3
+    return outputs, read
+
+
+@pytest.mark.parametrize("joiner", ["norm", "projection"])
+def test_token_states_gathered_per_chunk_give_the_stacked_result(joiner):
+    outputs, read = _layer_outputs()
+    stacked = torch.stack([h[read] for h in outputs])          # (L, M, d), row-major like TokenStates
+    assert torch.equal(TokenStates(outputs, read).take(0, 10**9), stacked)
+    results = []
+    for states in (stacked, TokenStates(outputs, read)):
+        side = _trained_side(16, joiner=joiner)
+        correction = side(states)
+        correction.pow(2).sum().backward()
+        results.append((correction.detach(), [p.grad for p in side.parameters()]))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    for lazy, eager in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(lazy, eager, rtol=0, atol=0)
+
+
+def test_token_states_never_hold_a_copy_of_every_token_at_once():
+    outputs, read = _layer_outputs(layers=6, batch=8, length=512, dim=128)
+    full_copy = 6 * int(read.sum()) * 128 * 4                 # bytes of the stacked (L, M, d) states
+    peaks = {}
+    for name, states in (("lazy", lambda: TokenStates(outputs, read)),
+                         ("stacked", lambda: torch.stack([h[read] for h in outputs]))):
+        torch.manual_seed(0)
+        side = SideNetwork(128, rnn_dim=16, chunk_tokens=256)
+        with TensorMemoryTracker() as tracker:
+            side(states()).sum().backward()
+        peaks[name] = tracker.peak_bytes
+    assert peaks["lazy"] < 0.6 * full_copy < 0.6 * peaks["stacked"]
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_projecting_joiner_maps_to_the_rnn_width_without_norm_parameters(cross):
+    side = SideNetwork(32, rnn_dim=8, joiner="projection", cross=cross)
+    assert side.rnn.input_size == 8
+    names = {n for n, _ in side.joiner.named_parameters()}
+    assert names == ({"proj.weight", "proj.bias", "cross_proj.weight"} if cross else {"proj.weight", "proj.bias"})
+    states = torch.randn(3, 5, 32)
+    # a parameter-free norm: scaling a state changes nothing
+    if not cross:
+        torch.testing.assert_close(side.joiner(states * 7.0), side.joiner(states), rtol=1e-5, atol=1e-5)
+    else:
+        with pytest.raises(ValueError, match="cross"):
+            side.joiner(states)
 
 
 def test_no_chunking_without_gradients():

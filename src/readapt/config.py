@@ -24,10 +24,11 @@ RNN_TYPES = ("gru", "lstm", "rnn")
 AGGREGATIONS = ("mean", "last")
 POOLINGS = ("cls", "mean", "last", "pair")
 MIXINGS = ("none", "attention")
+JOINERS = ("norm", "projection")
 
 
 # Fields added after configs were first saved, with the value every older config meant.
-ADDED_LATER = {"mixing": "none"}
+ADDED_LATER = {"mixing": "none", "joiner": "norm"}
 
 # Bounds on what a config may ask to allocate, checked before any tensor exists (a config file is
 # user input: rnn_dim=65536 would need ~70 GB, num_labels=10**8 a 12.8 GB head on a tiny backbone).
@@ -74,6 +75,14 @@ class ReadConfig:
                           "attention adds one light self-attention layer (4 heads, width rnn_dim) over "
                           "each example's tokens before W_out, so the correction of a token can depend "
                           "on the other tokens (and on the other sentence of a pair)."},
+    )
+    joiner: str = field(
+        default="norm",
+        metadata={"help": "How each layer's state becomes the RNN's input. norm is the paper's Joiner "
+                          "(LayerNorm/RMSNorm of the d-wide state; the RNN maps d -> its gates); "
+                          "projection normalises without parameters and maps every layer's state to "
+                          "width rnn_dim with one shared Linear, so the RNN runs at width rnn_dim: less "
+                          "compute and memory per token and layer."},
     )
     input_scale: float = field(
         default=1.0,
@@ -126,6 +135,8 @@ class ReadConfig:
             raise ConfigError(f"pooling={short(self.pooling)}: choose {', '.join(POOLINGS)} or None")
         if self.mixing not in MIXINGS:
             raise ConfigError(f"mixing={short(self.mixing)}: choose {' or '.join(MIXINGS)}")
+        if self.joiner not in JOINERS:
+            raise ConfigError(f"joiner={short(self.joiner)}: choose {' or '.join(JOINERS)}")
         if self.mixing != "none" and self.task_type != "SEQ_CLS":
             # an LM's tokens must not see later tokens; mixing over them would need a causal mask
             raise ConfigError(f"mixing={self.mixing!r} works with task_type SEQ_CLS only; use mixing='none'")

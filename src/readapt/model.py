@@ -29,7 +29,7 @@ from readapt.checkpoint import save_tensors
 from readapt.config import CONFIG_NAME, MAX_NUM_LABELS, WEIGHTS_NAME, ConfigError, ReadConfig, short
 from readapt.heads import ClassificationHead, lm_loss, pooled_size, positions_read
 from readapt.inputs import InputFileError, check_user_file, human_bytes
-from readapt.side import SideNetwork
+from readapt.side import SideNetwork, TokenStates
 
 # Token sequences the side network trains on at a time (SideNetwork.chunk_tokens): bounds its
 # activation memory at about one chunk's for any batch, at the cost of one extra side forward.
@@ -65,7 +65,7 @@ class ReadModel(nn.Module):
         side = dict(rnn_dim=r, rnn_type=config.rnn_type, aggregation=config.aggregation,
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
-                    chunk_tokens=SIDE_CHUNK_TOKENS)
+                    chunk_tokens=SIDE_CHUNK_TOKENS, joiner=config.joiner)
         self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
             self.encoder_side = SideNetwork(d, **side)
@@ -120,9 +120,9 @@ class ReadModel(nn.Module):
     def corrected_final_state(self, states: BackboneStates, read: torch.Tensor,
                               cross: Optional[torch.Tensor] = None) -> torch.Tensor:
         """phi_N + correction at the ``read`` positions (B, T) bool; other positions unchanged."""
-        stacked = torch.stack([states.hidden_states[i][read] for i in self.layers])    # (L, M, d)
+        tokens = TokenStates([states.hidden_states[i] for i in self.layers], read)      # (L, M, d)
         cross_read = None if cross is None else cross[:, read]                          # (L, M, d)
-        correction = self.side(stacked, cross_read, read)                               # (M, d)
+        correction = self.side(tokens, cross_read, read)                                # (M, d)
         final = states.hidden_states[-1]
         rows, cols = read.nonzero(as_tuple=True)
         return final.to(correction.dtype).index_put((rows, cols), final[read].to(correction.dtype) + correction)
@@ -151,8 +151,8 @@ class ReadModel(nn.Module):
 
     def _seq2seq_lm(self, states: BackboneStates, labels):
         enc_mask = states.encoder_attention_mask.bool()
-        enc_stacked = torch.stack([states.encoder_hidden_states[i][enc_mask] for i in self.encoder_layers])
-        enc_correction = self.encoder_side(enc_stacked)                                # (M_enc, d)
+        enc_tokens = TokenStates([states.encoder_hidden_states[i] for i in self.encoder_layers], enc_mask)
+        enc_correction = self.encoder_side(enc_tokens)                                 # (M_enc, d)
         d_enc = enc_correction.new_zeros(*enc_mask.shape, enc_correction.shape[-1])
         d_enc = d_enc.index_put(enc_mask.nonzero(as_tuple=True), enc_correction)        # (B, T_enc, d)
         # Joiner: the encoder correction's first-order effect on each decoder layer read.
@@ -253,10 +253,12 @@ def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_l
     gates, r = _GATES[config.rnn_type], config.rnn_dim
 
     def side(cross: bool) -> int:
-        norm_params = d if norm == "rmsnorm" else 2 * d          # RMSNorm: weight; LayerNorm: + bias
-        proj = 2 * d * d + d if cross else 0                      # the Joiner's merge of [phi, c]
-        rnn = gates * r * (d + r) + 2 * gates * r                 # input + hidden weights, two biases
-        return norm_params + proj + rnn + r * d                   # + W_out (no bias)
+        if config.joiner == "projection":                         # W_in (+ bias), W_c; the RNN reads width r
+            joiner, width = d * r + r + (d * r if cross else 0), r
+        else:                                                     # norm (RMSNorm: weight; LayerNorm: + bias)
+            joiner, width = (d if norm == "rmsnorm" else 2 * d) + (2 * d * d + d if cross else 0), d
+        rnn = gates * r * (width + r) + 2 * gates * r             # input + hidden weights, two biases
+        return joiner + rnn + r * d                               # + W_out (no bias)
 
     mixer = 4 * r * r + 4 * r + 2 * r if config.mixing == "attention" else 0  # q/k/v/out + biases, LayerNorm
     total = side(cross=kind == "seq2seq") + mixer + (side(cross=False) if kind == "seq2seq" else 0)

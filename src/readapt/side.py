@@ -29,13 +29,24 @@ example's tokens in side space (width r), after the depth recurrence and before 
 It still reads only the frozen states (nothing backpropagates into the backbone) and W_out still
 starts at zero, so a fresh model is still exactly the backbone.
 
+Projecting Joiner (``joiner="projection"``, a departure from the paper, chosen on validation:
+README, "A cheaper side network"). The paper's Joiner hands the RNN the d-wide normalised state, so
+the RNN's input map (d -> 4r for an LSTM) runs for every token at every layer, and the norm's own
+parameters make autograd keep a d-wide copy of every state it reads. The projecting Joiner maps each
+state straight to width r with one Linear shared by all layers, after a parameter-free norm (the
+norm's affine map is inside the Linear), so the RNN runs at width r and nothing d-wide but the
+frozen states themselves is kept for the backward pass:
+
+    paper:       x_i = LayerNorm(phi_i) * s                 (d)  -> RNN(d -> r)
+    projection:  x_i = W_in norm(phi_i) * s + b              (r)  -> RNN(r -> r)
+
 This module takes tensors only (it knows no Hugging Face class): backbones/ produce the states,
 model.py wires them together.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -85,6 +96,66 @@ class Joiner(nn.Module):
         return self.proj(torch.cat([x, cross.to(x.dtype)], dim=-1))
 
 
+class ProjectingJoiner(nn.Module):
+    """Builds the RNN input at width r: x_i = W_in (norm(phi_i) * input_scale) + b, one W_in for
+    every layer; the norm has no parameters (its affine map would be folded into W_in anyway).
+
+    With ``cross=True`` it adds the encoder correction's cross-attention term c_i through its own
+    map: x_i = W_in (norm(phi_i) * s) + W_c c_i + b.
+    """
+
+    def __init__(self, dim: int, rnn_dim: int, norm: str = "layernorm", eps: float = 1e-12,
+                 input_scale: float = 1.0, cross: bool = False):
+        super().__init__()
+        self.rms, self.eps, self.input_scale = norm == "rmsnorm", eps, input_scale
+        self.proj = nn.Linear(dim, rnn_dim)
+        self.cross_proj = nn.Linear(dim, rnn_dim, bias=False) if cross else None
+
+    def normalise(self, states: torch.Tensor) -> torch.Tensor:
+        if self.rms:
+            return states * torch.rsqrt(states.pow(2).mean(-1, keepdim=True) + self.eps)
+        return nn.functional.layer_norm(states, states.shape[-1:], eps=self.eps)
+
+    def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.proj(self.normalise(states) * self.input_scale)
+        if self.cross_proj is None:
+            return x
+        if cross is None:
+            raise ValueError("this Joiner merges a cross-attention term: pass cross=")
+        return x + self.cross_proj(cross.to(x.dtype))
+
+
+class TokenStates:
+    """The side network's input, (L, M, d): L layers' states at the M positions where ``read`` (B, T)
+    is True, gathered from the backbone's (B, T, d) layer outputs one chunk of tokens at a time.
+
+    Why lazy: with mean pooling M is every real token, so a stacked copy would be as large as all the
+    backbone's states together; gathered per chunk, only one chunk's copy exists at a time.
+    """
+
+    def __init__(self, layers: Sequence[torch.Tensor], read: torch.Tensor):
+        self.layers = list(layers)
+        self.rows, self.cols = read.nonzero(as_tuple=True)
+
+    def __len__(self) -> int:
+        return self.rows.numel()
+
+    def take(self, start: int, stop: int) -> torch.Tensor:
+        rows, cols = self.rows[start:stop], self.cols[start:stop]
+        return torch.stack([layer[rows, cols] for layer in self.layers])
+
+
+States = Union[torch.Tensor, TokenStates]
+
+
+def _count(states: States) -> int:
+    return states.shape[1] if isinstance(states, torch.Tensor) else len(states)
+
+
+def _take(states: States, start: int, stop: int) -> torch.Tensor:
+    return states[:, start:stop] if isinstance(states, torch.Tensor) else states.take(start, stop)
+
+
 class TokenMixer(nn.Module):
     """One pre-norm self-attention layer, with a residual, over each example's tokens in side
     space. Padding never attends or is attended to; the output keeps the input's token layout."""
@@ -106,9 +177,9 @@ class TokenMixer(nn.Module):
 class SideNetwork(nn.Module):
     """RNN over depth + aggregation (+ optional token mixing) + zero-initialised W_out.
 
-    forward(states (L, M, d), cross (L, M, d) or None, read (B, T) or None) -> correction (M, d)
-    where L is the number of layers read and M the number of token sequences; ``read`` says
-    where those M tokens sit in the batch (needed only with token mixing).
+    forward(states (L, M, d) or TokenStates, cross (L, M, d) or None, read (B, T) or None)
+    -> correction (M, d), where L is the number of layers read and M the number of token
+    sequences; ``read`` says where those M tokens sit in the batch (needed only with token mixing).
 
     ``chunk_tokens`` bounds training memory. The M sequences are independent, so with gradients
     on the network runs over at most ``chunk_tokens`` of them at a time and recomputes each chunk
@@ -121,11 +192,15 @@ class SideNetwork(nn.Module):
     def __init__(self, dim: int, rnn_dim: int = 128, rnn_type: str = "gru", aggregation: str = "mean",
                  norm: str = "layernorm", eps: float = 1e-12, input_scale: float = 1.0,
                  output_scale: float = 1.0, cross: bool = False, chunk_tokens: Optional[int] = None,
-                 mixing: str = "none"):
+                 mixing: str = "none", joiner: str = "norm"):
         super().__init__()
         self.chunk_tokens = chunk_tokens
-        self.joiner = Joiner(dim, norm, eps, input_scale, cross)
-        self.rnn = _RNNS[rnn_type](dim, rnn_dim)  # (L, M, d) layout: time = depth
+        if joiner == "projection":
+            self.joiner = ProjectingJoiner(dim, rnn_dim, norm, eps, input_scale, cross)
+        else:
+            self.joiner = Joiner(dim, norm, eps, input_scale, cross)
+        rnn_input = rnn_dim if joiner == "projection" else dim
+        self.rnn = _RNNS[rnn_type](rnn_input, rnn_dim)  # (L, M, width) layout: time = depth
         self.aggregation = aggregation
         self.output_scale = output_scale
         self.mixer = TokenMixer(rnn_dim) if mixing == "attention" else None
@@ -133,7 +208,7 @@ class SideNetwork(nn.Module):
         # Zero init: before the first update the model is exactly the frozen backbone.
         nn.init.zeros_(self.out.weight)
 
-    def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None,
+    def forward(self, states: States, cross: Optional[torch.Tensor] = None,
                 read: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.mixer is None:  # every token on its own: W_out can be part of the chunked pass
             return self._chunked(self._correction, states, cross)
@@ -141,13 +216,18 @@ class SideNetwork(nn.Module):
             raise ValueError("a side network with token mixing needs read= (where its tokens sit)")
         return self.output_scale * self.out(self.mixer(self._chunked(self._summary, states, cross), read))
 
-    def _chunked(self, fn, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
-        chunk = self.chunk_tokens
-        if chunk is None or states.shape[1] <= chunk or not torch.is_grad_enabled():
-            return fn(states, cross)
-        chunks = states.split(chunk, dim=1)
-        crosses = cross.split(chunk, dim=1) if cross is not None else [None] * len(chunks)
-        return torch.cat([checkpoint(fn, s, c, use_reentrant=False) for s, c in zip(chunks, crosses)])
+    def _chunked(self, fn, states: States, cross: Optional[torch.Tensor]) -> torch.Tensor:
+        chunk, total = self.chunk_tokens, _count(states)
+        if chunk is None or total <= chunk or not torch.is_grad_enabled():
+            return fn(_take(states, 0, total), cross)
+        starts = range(0, total, chunk)
+        crosses = cross.split(chunk, dim=1) if cross is not None else [None] * len(starts)
+
+        def run(start: int, cross_chunk: Optional[torch.Tensor]) -> torch.Tensor:
+            # the chunk is gathered inside the checkpoint: recomputed in backward, never kept
+            return fn(_take(states, start, start + chunk), cross_chunk)
+
+        return torch.cat([checkpoint(run, start, c, use_reentrant=False) for start, c in zip(starts, crosses)])
 
     def _summary(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
         """(L, M, d) -> (M, r): the RNN over depth, aggregated."""

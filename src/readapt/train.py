@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import load_pretrained
-from readapt.config import (CONFIG_NAME, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, ReadConfig,
-                            check_types)
+from readapt.config import (CONFIG_NAME, JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError,
+                            ReadConfig, check_types)
 from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
@@ -83,6 +83,9 @@ class TrainArgs:
     mixing: str = field(default="none", metadata={
         "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
                 "(one light self-attention layer over each example's tokens in side space)"})
+    joiner: str = field(default="norm", metadata={
+        "help": "READ: how each layer's state enters the RNN: norm (the paper's Joiner, d-wide) or projection "
+                "(one shared Linear to width --rnn-dim first: cheaper per token and layer)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA: rank"})
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tuning: prompt length"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
@@ -111,8 +114,8 @@ class TrainArgs:
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
         return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
-                "aggregation": self.aggregation, "mixing": self.mixing, "lora_r": self.lora_r,
-                "num_virtual_tokens": self.num_virtual_tokens}
+                "aggregation": self.aggregation, "mixing": self.mixing, "joiner": self.joiner,
+                "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
 
 
 def check_args(args: TrainArgs) -> None:
@@ -146,6 +149,10 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
     if args.mixing != "none" and args.method != "read":
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
+    if args.joiner not in JOINERS:
+        raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
+    if args.joiner != "norm" and args.method != "read":
+        raise ValueError(f"--joiner {args.joiner} is a READ option; drop it for --method {args.method}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -521,7 +528,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
-ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint"}
+ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm"}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
