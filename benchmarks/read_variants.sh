@@ -28,12 +28,14 @@ pair_variants=(
   "separate|--pair-encoding separate --mixing none"
   "mixing-separate|--pair-encoding separate --mixing attention"
   "separate-lr1e-2|--pair-encoding separate --mixing none --lr 1e-2"
+  "separate-projection|--pair-encoding separate --mixing none --joiner projection"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"
   "mixing|--pooling mean --mixing attention"
   "plain-lr1e-2|--pooling mean --mixing none --lr 1e-2"
   "mixing-lr1e-2|--pooling mean --mixing attention --lr 1e-2"
+  "plain-projection|--pooling mean --mixing none --joiner projection"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
