@@ -18,6 +18,7 @@ from readapt.inputs import CONFIG_MAX_BYTES, InputFileError, os_problem, read_us
 
 CONFIG_NAME = "read_config.json"
 WEIGHTS_NAME = "read_model.safetensors"
+CARD_NAME = "README.md"  # the model card save_pretrained writes (readapt/card.py)
 
 TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
 RNN_TYPES = ("gru", "lstm", "rnn")
