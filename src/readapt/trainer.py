@@ -9,25 +9,44 @@
 A plain Trainer treats a model that is not a PreTrainedModel/PeftModel as a bare nn.Module: it
 writes the whole state dict, frozen backbone included, as model.safetensors and no
 read_config.json. ReadTrainer changes only the three places where Trainer writes or reads model
-weights (`_save`, `_load_from_checkpoint`, `_load_best_model`, as transformers does for PEFT);
-optimizer, scheduler, RNG and trainer state stay Trainer's own. DeepSpeed/FSDP are not supported.
+weights (`_save`, `_load_from_checkpoint`, `_load_best_model`, as transformers does for PEFT) and
+keeps the tokenizer (`processing_class`) away from Trainer's own handling (see __init__); optimizer,
+scheduler, RNG and trainer state stay Trainer's own. DeepSpeed/FSDP are not supported.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Optional
 
 import torch
-from transformers import Trainer
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import align_special_tokens
 
 from readapt.config import CONFIG_NAME
 from readapt.model import ReadModel
 
 
 class ReadTrainer(Trainer):
+    def __init__(self, *args, **kwargs):
+        # Trainer.train aligns the tokenizer's special tokens with `model.config`, taking it for a
+        # transformers config; a ReadModel's config is its ReadConfig and the tokens are the
+        # backbone's. So the tokenizer is kept here (saved with every checkpoint, as Trainer does)
+        # and aligned on the backbone, and Trainer itself gets none: its default collator for a
+        # tokenizer (padding) is set up here instead.
+        arguments = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        tokenizer = arguments.pop("processing_class", None)
+        if arguments.get("data_collator") is None and isinstance(tokenizer, PreTrainedTokenizerBase):
+            arguments["data_collator"] = DataCollatorWithPadding(tokenizer)
+        super().__init__(**arguments)
+        self.read_tokenizer = tokenizer
+        if tokenizer is not None:
+            align_special_tokens(self._read_model().get_base_model(), tokenizer)
+
     def _read_model(self, model=None) -> ReadModel:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         if not isinstance(model, ReadModel):
@@ -41,8 +60,8 @@ class ReadTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         self._read_model().save_pretrained(output_dir, state_dict=state_dict, metrics=self._last_eval_metrics())
-        if self.processing_class is not None:  # as Trainer._save: the tokenizer, the training arguments
-            self.processing_class.save_pretrained(output_dir)
+        if self.read_tokenizer is not None:  # as Trainer._save: the tokenizer, the training arguments
+            self.read_tokenizer.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
