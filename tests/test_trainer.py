@@ -96,3 +96,5 @@ def test_plain_trainer_checkpoint_is_refused_with_the_reason(tmp_path):
     trainer = ReadTrainer(model=_model(), args=_args(tmp_path / "plain"), train_dataset=data)
     with pytest.raises(ValueError, match="holds no read_config.json.*plain transformers.Trainer"):
         trainer.train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match="plain transformers.Trainer saves a model; train with readapt.ReadTrainer"):
+        ReadModel.from_pretrained(tiny_bert(), tmp_path / "plain" / "checkpoint-2")
