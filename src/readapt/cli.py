@@ -107,12 +107,19 @@ def cmd_predict(args: PredictArgs) -> int:
                                  ("--output-format", args.output_format, OUTPUT_FORMATS)):
         if value not in choices:
             raise ValueError(f"{flag} {value}: choose one of {', '.join(choices)}")
-    _, spec, _ = read_run_config(args.run)  # the text columns a table input must have; no model yet
     items = [(text, split_pair(text, i)) for i, text in enumerate(args.text or [], start=1)]
+    table = None
     if args.input_file:
-        items += read_input_file(args.input_file, args.input_format, spec.text_names, first=len(items) + 1)
-    if not items:
+        fmt, name, text = read_input_file(args.input_file, args.input_format)
+        if fmt == "lines":
+            items += input_lines(text, first=len(items) + 1)
+        else:
+            table = (text, fmt, name)
+    if not items and table is None:
         raise ValueError("nothing to predict: pass --text TEXT (repeatable) or --input-file FILE")
+    if table is not None:  # the run's text columns say what to read; the model is not loaded yet
+        _, spec, _ = read_run_config(args.run)
+        items += input_table(*table, spec.text_names)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
     examples = [Example(parts, 0.0 if spec.is_regression else 0) for _, parts in items]
     wrong = [text for text, parts in items if len(parts) != len(spec.text_names)]
@@ -142,12 +149,10 @@ def format_prediction(record: dict, output_format: str) -> str:
     return "\t".join(shown + [" ".join(record["text"].split())])  # one line per text, whatever it holds
 
 
-def read_input_file(path: str, input_format: str, text_names, first: int = 1) -> list[tuple[str, tuple[str, ...]]]:
-    """(text as shown, its parts) for every example of a predict --input-file, bounded like every
-    user input: a file (regular, at most 64 MiB, never a FIFO or a device) or - for standard input."""
-    import io
-
-    from readapt.data.files import FORMATS, parse_table, table_texts
+def read_input_file(path: str, input_format: str) -> tuple[str, str, str]:
+    """(format, name, text) of a predict --input-file, read bounded like every user input: a file
+    (regular, at most 64 MiB, never a FIFO or a device) or - for standard input."""
+    from readapt.data.files import FORMATS
     from readapt.inputs import PREDICT_INPUT_MAX_BYTES, InputFileError, read_stdin_bytes, read_user_bytes
 
     stdin = path == "-"
@@ -158,16 +163,28 @@ def read_input_file(path: str, input_format: str, text_names, first: int = 1) ->
         if stdin and sys.stdin.isatty():
             print("readapt: reading texts from standard input until its end (Ctrl-D)", file=sys.stderr)
         raw = read_stdin_bytes(PREDICT_INPUT_MAX_BYTES) if stdin else read_user_bytes(path, PREDICT_INPUT_MAX_BYTES)
-        text = raw.decode("utf-8-sig")
+        return fmt, name, raw.decode("utf-8-sig")
     except InputFileError as exc:
         raise ValueError(f"--input-file {exc}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"--input-file {name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                          f"re-save it as UTF-8") from None
-    if fmt == "lines":
-        lines = [line for line in text.splitlines() if line.strip()]
-        return [(line, split_pair(line, number)) for number, line in enumerate(lines, start=first)]
-    table = parse_table(io.StringIO(text, newline=""), fmt, name, "input")  # the training files' strict reader
+
+
+def input_lines(text: str, first: int = 1) -> list[tuple[str, tuple[str, ...]]]:
+    """(text, its parts) for each non-blank line ('a ||| b' for a pair)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [(line, split_pair(line, number)) for number, line in enumerate(lines, start=first)]
+
+
+def input_table(text: str, fmt: str, name: str, text_names) -> list[tuple[str, tuple[str, ...]]]:
+    """(text as shown, its parts) for each row of a csv/tsv/jsonl input, read by the training files'
+    strict reader: the run's text column(s), labels ignored."""
+    import io
+
+    from readapt.data.files import parse_table, table_texts
+
+    table = parse_table(io.StringIO(text, newline=""), fmt, name, "input")
     return [(" ||| ".join(parts), parts) for parts in table_texts(table, text_names)]
 
 
