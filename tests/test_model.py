@@ -407,3 +407,39 @@ def test_projecting_joiner_is_cheaper_than_the_papers():
                             if t.untyped_storage().data_ptr() not in params)
     assert sizes["projection"] < sizes["norm"]
     assert saved["projection"] < 0.75 * saved["norm"]
+
+
+def _nonzero_correction(model):
+    with torch.no_grad():
+        for module in (model.side, getattr(model, "encoder_side", None)):
+            if module is not None:
+                torch.nn.init.normal_(module.out.weight, std=0.5)  # as after training
+    return model
+
+
+def test_disable_adapter_classifies_the_uncorrected_state_and_restores_the_correction():
+    model = _nonzero_correction(get_read_model(tiny_bert(), ReadConfig(rnn_dim=8, num_labels=2))).eval()
+    assert model.get_base_model() is model.base_model
+    batch = {"input_ids": torch.randint(2, 100, (2, 6)), "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2])}
+    with torch.no_grad():
+        corrected = model(**batch).logits
+        with model.disable_adapter():
+            plain = model(**batch).logits
+        assert torch.equal(model(**batch).logits, corrected)  # back on after the block
+        with pytest.raises(RuntimeError), model.disable_adapter():
+            raise RuntimeError("inside the block")
+        assert model.correction_enabled
+        assert not torch.allclose(plain, corrected)
+        model.side.out.weight.zero_()  # no correction at all: the same head on the backbone's state
+        torch.testing.assert_close(model(**batch).logits, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("make,task", [(tiny_gpt2, "CAUSAL_LM"), (tiny_t5, "SEQ_2_SEQ_LM")])
+def test_disable_adapter_gives_the_lm_backbones_own_logits(make, task):
+    model = _nonzero_correction(get_read_model(make(), ReadConfig(task_type=task, rnn_dim=8)))
+    input_ids, labels = torch.randint(2, 100, (2, 5)), torch.randint(2, 100, (2, 3 if task == "SEQ_2_SEQ_LM" else 5))
+    with torch.no_grad():
+        reference = model.get_base_model()(input_ids=input_ids, labels=labels).logits
+        with model.disable_adapter():
+            torch.testing.assert_close(model(input_ids=input_ids, labels=labels).logits, reference)
+        assert not torch.allclose(model(input_ids=input_ids, labels=labels).logits, reference)

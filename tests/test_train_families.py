@@ -53,9 +53,14 @@ def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, 
     model, tokenizer, spec, args, text_to_text, device = load_run(out, "cpu")
     assert text_to_text == (family == "t5")
     capsys.readouterr()  # drop what training printed
-    assert main(["predict", "--run", str(out), "--text", "bright fine film", "grey mess", "--device", "cpu"]) == 0
+    assert main(["predict", "--run", str(out), "--text", "bright fine film", "grey mess", "--device", "cpu",
+                 "--probabilities"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert [line["prediction"] in ("neg", "pos") for line in lines] == [True, True]
+    for line in lines:  # T5: the label strings' likelihoods, normalised over the task's labels
+        probabilities = line["probabilities"]
+        assert sum(probabilities.values()) == pytest.approx(1, abs=1e-3)
+        assert max(probabilities, key=probabilities.get) == line["prediction"]
     assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])

@@ -2,7 +2,8 @@
 
     readapt train --model PATH_OR_HUB_ID --task rotten_tomatoes --method read --output runs/rt
     readapt eval --run runs/rt [--split test]
-    readapt predict --run runs/rt --text "a gripping film" --text "dull"
+    readapt predict --run runs/rt --text "a gripping film" --text "dull" --probabilities
+    readapt predict --run runs/rt --input-file test.csv --output-format text   # .csv/.tsv/.jsonl/lines, - = stdin
     readapt demo
 
 Errors are one line on stderr with a non-zero exit code; --debug shows the traceback.
@@ -32,13 +33,27 @@ class EvalArgs:
         "help": "score a run whose training has not finished (its best epoch so far)"})
 
 
+INPUT_FORMATS = ("auto", "lines", "csv", "tsv", "jsonl")
+OUTPUT_FORMATS = ("jsonl", "text")
+
+
 @dataclass
 class PredictArgs:
     run: str = field(metadata={"help": "a finished run directory"})
     text: Optional[list[str]] = field(default=None, metadata={
         "help": "one or more texts to label ('a ||| b' for a sentence pair)"})
     input_file: Optional[str] = field(default=None, metadata={
-        "help": "one text per line ('a ||| b' for pairs; blank lines are skipped), at most 64 MiB"})
+        "help": "texts to label, at most 64 MiB: a .csv/.tsv/.jsonl file in the training format (the run's "
+                "text column(s); labels are ignored), or one text per line ('a ||| b' for pairs; blank lines "
+                "are skipped); - reads standard input"})
+    input_format: str = field(default="auto", metadata={
+        "help": "auto (from the --input-file extension: .csv, .tsv, .jsonl, else lines; standard input: "
+                "lines), lines, csv, tsv or jsonl"})
+    probabilities: bool = field(default=False, metadata={
+        "help": "print each class's probability beside the label (regression prints the value alone)"})
+    output_format: str = field(default="jsonl", metadata={
+        "help": "jsonl (one JSON object per text) or text (tab-separated: prediction, probabilities if "
+                "asked, the text)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
 
@@ -85,43 +100,92 @@ def cmd_eval(args: EvalArgs) -> int:
 
 def cmd_predict(args: PredictArgs) -> int:
     from readapt.data import Example
-    from readapt.evaluate import encode_split, predict
-    from readapt.train import load_run, separate_pairs
+    from readapt.evaluate import encode_split, predict, predict_proba
+    from readapt.train import load_run, read_run_config, separate_pairs
 
-    texts = list(args.text or [])
+    for flag, value, choices in (("--input-format", args.input_format, INPUT_FORMATS),
+                                 ("--output-format", args.output_format, OUTPUT_FORMATS)):
+        if value not in choices:
+            raise ValueError(f"{flag} {value}: choose one of {', '.join(choices)}")
+    items = [(text, split_pair(text, i)) for i, text in enumerate(args.text or [], start=1)]
+    table = None
     if args.input_file:
-        texts += read_input_file(args.input_file)
-    if not texts:
+        fmt, name, text = read_input_file(args.input_file, args.input_format)
+        if fmt == "lines":
+            items += input_lines(text, first=len(items) + 1)
+        else:
+            table = (text, fmt, name)
+    if not items and table is None:
         raise ValueError("nothing to predict: pass --text TEXT (repeatable) or --input-file FILE")
-    parts = [split_pair(t, i) for i, t in enumerate(texts, start=1)]  # before the model loads
+    if table is not None:  # the run's text columns say what to read; the model is not loaded yet
+        _, spec, _ = read_run_config(args.run)
+        items += input_table(*table, spec.text_names)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
-    examples = [Example(p, 0.0 if spec.is_regression else 0) for p in parts]
-    wrong = [t for t, e in zip(texts, examples) if len(e.texts) != len(spec.text_names)]
+    examples = [Example(parts, 0.0 if spec.is_regression else 0) for _, parts in items]
+    wrong = [text for text, parts in items if len(parts) != len(spec.text_names)]
     if wrong:
         raise ValueError(f"this task takes {len(spec.text_names)} text(s) per example ({' ||| '.join(spec.text_names)}); "
                          f"got {wrong[0]!r}")
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
                            separate_pairs(run_args, spec, text_to_text))
-    predictions = predict(model, encoded, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
-    for text, value in zip(texts, predictions.tolist()):
+    batch = (model, encoded, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
+    predictions = predict(*batch).tolist()
+    probabilities = predict_proba(*batch).tolist() if args.probabilities and not spec.is_regression else None
+    for i, ((text, _), value) in enumerate(zip(items, predictions)):
         label = round(float(value), 4) if spec.is_regression else spec.label_names[int(value)]
-        print(json.dumps({"text": text, "prediction": label}))
+        record = {"text": text, "prediction": label}
+        if probabilities is not None:
+            record["probabilities"] = {name: round(p, 4) for name, p in zip(spec.label_names, probabilities[i])}
+        print(format_prediction(record, args.output_format))
     return 0
 
 
-def read_input_file(path: str) -> list[str]:
-    """The non-blank lines of a predict --input-file: a regular file of at most 64 MiB, never a
-    FIFO or a device (those would block or never end)."""
-    from readapt.inputs import PREDICT_INPUT_MAX_BYTES, InputFileError, read_user_bytes
+def format_prediction(record: dict, output_format: str) -> str:
+    if output_format == "jsonl":
+        return json.dumps(record)
+    shown = [str(record["prediction"])]
+    if "probabilities" in record:
+        shown.append(" ".join(f"{name}={p:.4f}" for name, p in record["probabilities"].items()))
+    return "\t".join(shown + [" ".join(record["text"].split())])  # one line per text, whatever it holds
 
+
+def read_input_file(path: str, input_format: str) -> tuple[str, str, str]:
+    """(format, name, text) of a predict --input-file, read bounded like every user input: a file
+    (regular, at most 64 MiB, never a FIFO or a device) or - for standard input."""
+    from readapt.data.files import FORMATS
+    from readapt.inputs import PREDICT_INPUT_MAX_BYTES, InputFileError, read_stdin_bytes, read_user_bytes
+
+    stdin = path == "-"
+    fmt = input_format if input_format != "auto" else ("lines" if stdin else
+                                                       FORMATS.get(Path(path).suffix.lower(), "lines"))
+    name = "(standard input)" if stdin else path
     try:
-        text = read_user_bytes(path, PREDICT_INPUT_MAX_BYTES).decode("utf-8")
+        if stdin and sys.stdin.isatty():
+            print("readapt: reading texts from standard input until its end (Ctrl-D)", file=sys.stderr)
+        raw = read_stdin_bytes(PREDICT_INPUT_MAX_BYTES) if stdin else read_user_bytes(path, PREDICT_INPUT_MAX_BYTES)
+        return fmt, name, raw.decode("utf-8-sig")
     except InputFileError as exc:
         raise ValueError(f"--input-file {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"--input-file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+        raise ValueError(f"--input-file {name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
                          f"re-save it as UTF-8") from None
-    return [line for line in text.splitlines() if line.strip()]
+
+
+def input_lines(text: str, first: int = 1) -> list[tuple[str, tuple[str, ...]]]:
+    """(text, its parts) for each non-blank line ('a ||| b' for a pair)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [(line, split_pair(line, number)) for number, line in enumerate(lines, start=first)]
+
+
+def input_table(text: str, fmt: str, name: str, text_names) -> list[tuple[str, tuple[str, ...]]]:
+    """(text as shown, its parts) for each row of a csv/tsv/jsonl input, read by the training files'
+    strict reader: the run's text column(s), labels ignored."""
+    import io
+
+    from readapt.data.files import parse_table, table_texts
+
+    table = parse_table(io.StringIO(text, newline=""), fmt, name, "input")
+    return [(" ||| ".join(parts), parts) for parts in table_texts(table, text_names)]
 
 
 def split_pair(text: str, number: int) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from readapt.inputs import CONFIG_MAX_BYTES, InputFileError, os_problem, read_us
 
 CONFIG_NAME = "read_config.json"
 WEIGHTS_NAME = "read_model.safetensors"
+CARD_NAME = "README.md"  # the model card save_pretrained writes (readapt/card.py)
 
 TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
 RNN_TYPES = ("gru", "lstm", "rnn")
@@ -193,7 +194,10 @@ class ReadConfig:
             raw = read_user_bytes(path, CONFIG_MAX_BYTES)
         except InputFileError as exc:
             if exc.missing:
-                raise ConfigError(f"no {CONFIG_NAME} in {directory}: is it a saved READ model directory?") from None
+                plain = (Path(directory) / "model.safetensors").is_file()  # what a plain transformers.Trainer writes
+                hint = (": it holds model.safetensors, as a plain transformers.Trainer saves a model; train with "
+                        "readapt.ReadTrainer, which saves READ" if plain else ": is it a saved READ model directory?")
+                raise ConfigError(f"no {CONFIG_NAME} in {directory}{hint}") from None
             hint = f"; a {CONFIG_NAME} written by readapt is a few hundred bytes" if exc.too_large else ""
             raise ConfigError(f"{exc}{hint}") from None
         except OSError as exc:

@@ -96,6 +96,23 @@ def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_s
 
 
 @torch.no_grad()
+def _raw_scores(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: int, device,
+                text_to_text: bool, desc: str):
+    """Per batch: the head's logits (classification), its values (regression), or for text-to-text
+    models each target string's log-likelihood (B, targets)."""
+    model.eval()
+    targets = spec.target_texts() if text_to_text else None
+    target_ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in targets] if targets else None
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
+        batch = model_inputs(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
+        batch.pop("labels", None)
+        if not text_to_text:
+            logits = model(**batch).logits.float()
+            yield logits.squeeze(-1) if spec.is_regression else logits
+        else:
+            yield torch.stack([_sequence_logprob(model, batch, ids) for ids in target_ids], dim=1)
+
+
 def predict(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: int, device,
             text_to_text: bool, desc: str = "predict") -> np.ndarray:
     """Class indices (or regression values) for every encoded example, in order.
@@ -103,23 +120,29 @@ def predict(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: i
     Text-to-text models rank the task's target strings by their log-likelihood (rank
     classification): exact for classification, and STS-B's 0.2-step bins for regression.
     """
-    model.eval()
     targets = spec.target_texts() if text_to_text else None
-    target_ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in targets] if targets else None
     out = []
-    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
-        batch = model_inputs(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
-        batch.pop("labels", None)
-        if not text_to_text:
-            logits = model(**batch).logits.float()
-            out.append(logits.squeeze(-1) if spec.is_regression else logits.argmax(-1))
+    for scores in _raw_scores(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc):
+        if spec.is_regression and not text_to_text:
+            out.append(scores)
             continue
-        scores = torch.stack([_sequence_logprob(model, batch, ids) for ids in target_ids], dim=1)
         best = scores.argmax(1)
         if spec.is_regression:
             best = torch.tensor([float(targets[i]) for i in best.tolist()])
         out.append(best)
     return torch.cat(out).cpu().numpy() if out else np.array([])
+
+
+def predict_proba(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_size: int, device,
+                  text_to_text: bool, desc: str = "predict") -> np.ndarray:
+    """Class probabilities (examples x classes, in spec.label_names order): the softmax of the
+    head's logits, or for text-to-text models of the label strings' log-likelihoods (the
+    probability of each label among the task's labels)."""
+    if spec.is_regression:
+        raise ValueError("a regression task has no class probabilities; its prediction is the value")
+    out = [scores.softmax(-1) for scores in
+           _raw_scores(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)]
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, spec.num_labels))
 
 
 def _sequence_logprob(model, batch, target: list[int]) -> torch.Tensor:

@@ -149,3 +149,15 @@ def open_user_file(path: str | Path, max_bytes: int, *, encoding: str | None = "
 def read_user_bytes(path: str | Path, max_bytes: int) -> bytes:
     with open_user_file(path, max_bytes, encoding=None) as f:
         return f.read()
+
+
+def read_stdin_bytes(max_bytes: int, stream=None) -> bytes:
+    """Standard input up to its end, refused past ``max_bytes`` (what is read stops at the cap)."""
+    import sys
+
+    stream = stream if stream is not None else sys.stdin.buffer
+    data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputFileError("standard input", f"holds more than readapt's limit of {human_bytes(max_bytes)} "
+                                               f"for this input", too_large=True)
+    return data

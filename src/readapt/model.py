@@ -3,8 +3,12 @@
     from readapt import ReadConfig, get_read_model, ReadModel
     model = get_read_model(backbone, ReadConfig(task_type="SEQ_CLS", rnn_dim=128))
     out = model(input_ids=..., attention_mask=..., labels=...)   # out.loss, out.logits
-    model.save_pretrained(out_dir)                             # read_config.json + read_model.safetensors
-    model = ReadModel.from_pretrained(backbone, out_dir)
+    model.save_pretrained(out_dir)         # read_config.json + read_model.safetensors + README.md
+    model = ReadModel.from_pretrained(backbone, out_dir)       # or a Hub id: "user/repo"
+    model.push_to_hub("user/repo")
+    with model.disable_adapter(): ...      # the backbone's own output, without the correction
+
+transformers.Trainer: use readapt.trainer.ReadTrainer, which saves and resumes these files.
 
 The backbone runs once per batch under no_grad; the side network runs only at the positions the
 head reads (each token is its own RNN sequence), and its correction lands on the final state:
@@ -14,7 +18,9 @@ side network through the Joiner's cross-attention term (backbones/seq2seq.py).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput, Seq2SeqLMOutput, SequenceClassifierOutput
 
+from readapt import card, hub
 from readapt.backbones import BackboneStates, family, load_backbone
 from readapt.checkpoint import save_tensors
 from readapt.config import CONFIG_NAME, MAX_NUM_LABELS, WEIGHTS_NAME, ConfigError, ReadConfig, short
@@ -47,6 +54,7 @@ class ReadModel(nn.Module):
         self.runner = load_backbone(backbone)          # freezes the backbone, eval mode
         self.base_model = backbone                     # a submodule so .to(device) moves it
         self.config = config
+        self.correction_enabled = True                 # off inside disable_adapter()
         kind = self.runner.family
         if config.task_type == "SEQ_2_SEQ_LM" and kind != "seq2seq":
             raise ConfigError(f"task_type SEQ_2_SEQ_LM needs an encoder-decoder backbone, got {kind}")
@@ -96,6 +104,21 @@ class ReadModel(nn.Module):
         self.base_model.eval()  # the backbone never leaves eval mode: its states stay deterministic
         return self
 
+    # -- PEFT's names --------------------------------------------------------------------------
+    def get_base_model(self) -> nn.Module:
+        """The frozen backbone (PEFT's PeftModel.get_base_model)."""
+        return self.base_model
+
+    @contextlib.contextmanager
+    def disable_adapter(self):
+        """Inside this block the model gives the backbone's own output: the head (classification)
+        or the frozen LM head reads the uncorrected final state (PEFT's disable_adapter)."""
+        was, self.correction_enabled = self.correction_enabled, False
+        try:
+            yield self
+        finally:
+            self.correction_enabled = was
+
     # -- forward -------------------------------------------------------------------------------
     def backbone_states(self, **batch) -> BackboneStates:
         """The frozen pass alone (cacheable: it carries no autograd history)."""
@@ -120,6 +143,8 @@ class ReadModel(nn.Module):
     def corrected_final_state(self, states: BackboneStates, read: torch.Tensor,
                               cross: Optional[torch.Tensor] = None) -> torch.Tensor:
         """phi_N + correction at the ``read`` positions (B, T) bool; other positions unchanged."""
+        if not self.correction_enabled:  # disable_adapter(): the backbone's own final state
+            return states.hidden_states[-1].to(self.side.out.weight.dtype)
         tokens = TokenStates([states.hidden_states[i] for i in self.layers], read)      # (L, M, d)
         cross_read = None if cross is None else cross[:, read]                          # (L, M, d)
         correction = self.side(tokens, cross_read, read)                                # (M, d)
@@ -150,6 +175,10 @@ class ReadModel(nn.Module):
         return self._lm_output(final, read, None if labels is None else labels[:, 1:][read[:, :-1]], CausalLMOutput)
 
     def _seq2seq_lm(self, states: BackboneStates, labels):
+        read = self._lm_positions(states.attention_mask, labels, shift=False)
+        if not self.correction_enabled:  # disable_adapter(): no side network runs at all
+            final = self.corrected_final_state(states, read)
+            return self._lm_output(final, read, None if labels is None else labels[read], Seq2SeqLMOutput)
         enc_mask = states.encoder_attention_mask.bool()
         enc_tokens = TokenStates([states.encoder_hidden_states[i] for i in self.encoder_layers], enc_mask)
         enc_correction = self.encoder_side(enc_tokens)                                 # (M_enc, d)
@@ -160,7 +189,6 @@ class ReadModel(nn.Module):
             self.runner.cross_value_path(i, d_enc, states.cross_attentions[i - 1]) if i > 0
             else torch.zeros_like(states.hidden_states[0], dtype=d_enc.dtype)
             for i in self.layers])                                                       # (L, B, T_dec, d)
-        read = self._lm_positions(states.attention_mask, labels, shift=False)
         final = self.corrected_final_state(states, read, cross)
         return self._lm_output(final, read, None if labels is None else labels[read], Seq2SeqLMOutput)
 
@@ -189,22 +217,74 @@ class ReadModel(nn.Module):
               f"trainable%: {100 * trainable / total:.4f}")
 
     # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Writes read_config.json and read_model.safetensors (side network + head only)."""
-        directory = Path(directory)
+    def save_pretrained(self, save_directory: str | Path, state_dict: Optional[dict[str, torch.Tensor]] = None,
+                        safe_serialization: bool = True, is_main_process: bool = True, *,
+                        dataset: Optional[str] = None, metrics: Optional[dict] = None,
+                        command: Optional[str] = None) -> Path:
+        """Writes read_config.json, read_model.safetensors (side network + head only, never the
+        backbone) and a model card, README.md, naming ``dataset``, ``metrics`` and the training
+        ``command`` when given. Takes transformers' arguments: ``state_dict`` (the model's full
+        state dict, as Trainer and accelerate pass it: only READ's tensors are kept from it) and
+        ``is_main_process`` (False writes nothing)."""
+        if not safe_serialization:
+            raise ValueError("readapt saves safetensors only (nothing executes on load): drop safe_serialization=False")
+        directory = Path(save_directory)
+        if not is_main_process:
+            return directory
+        tensors = self.trainable_state_dict()
+        if state_dict is not None:
+            missing = sorted(set(tensors) - set(state_dict))
+            if missing:
+                raise ValueError(f"the state_dict given to save_pretrained lacks READ's tensors {missing[:3]}; pass "
+                                 f"this model's state_dict() or none")
+            tensors = {name: state_dict[name] for name in tensors}
         directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(self.trainable_state_dict(), directory / WEIGHTS_NAME)  # atomic, as the config
+        save_tensors(tensors, directory / WEIGHTS_NAME)  # atomic, as the config
         self.config.save_pretrained(directory)
+        trainable, total = self.get_nb_trainable_parameters()
+        card.write(directory, card.render(self.config, trainable=trainable, total=total, dataset=dataset,
+                                          metrics=metrics, command=command))
         return directory
 
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload READ model", revision: Optional[str] = None,
+                    create_pr: bool = False, **card_fields):
+        """Upload what save_pretrained writes (never the backbone) to the Hub repo ``repo_id``,
+        creating it if needed; ``card_fields`` (dataset, metrics, command) go to the model card."""
+        with tempfile.TemporaryDirectory(prefix="readapt-push-") as folder:
+            self.save_pretrained(folder, **card_fields)
+            return hub.push(Path(folder), repo_id, private=private, token=token, commit_message=commit_message,
+                            revision=revision, create_pr=create_pr)
+
     @classmethod
-    def from_pretrained(cls, backbone: nn.Module, directory: str | Path) -> "ReadModel":
-        directory = Path(directory)
+    def from_pretrained(cls, backbone: nn.Module, model_id: str | Path, *, revision: Optional[str] = None,
+                        token: Optional[str] = None, cache_dir: Optional[str | Path] = None) -> "ReadModel":
+        """A saved READ model on ``backbone``: ``model_id`` is a local folder (save_pretrained's, or a
+        transformers Trainer checkpoint written by ReadTrainer) or a Hugging Face Hub repo id."""
+        directory = hub.resolve(model_id, revision=revision, token=token, cache_dir=cache_dir)
         config = ReadConfig.from_pretrained(directory)
         check_backbone_matches(config, backbone)
         model = cls(backbone, config)
         model.load_trainable(directory / WEIGHTS_NAME)
         return model
+
+    def load_read_weights(self, directory: str | Path) -> None:
+        """Load the READ weights saved in ``directory`` into this model, after checking that they were
+        saved for this backbone and this exact READ config (resuming, best-model reloads)."""
+        directory = Path(directory)
+        try:
+            saved = ReadConfig.from_pretrained(directory)  # strict JSON: unknown/missing keys, wrong types
+        except ConfigError as exc:
+            if str(directory) in str(exc):
+                raise
+            raise ConfigError(f"{directory / CONFIG_NAME}: {exc}") from None
+        check_backbone_matches(saved, self.base_model)
+        differ = [f"{k} {v!r} vs {getattr(self.config, k)!r}" for k, v in saved.to_dict().items()
+                  if k != "base_model_name_or_path" and v != getattr(self.config, k)]
+        if differ:
+            raise ConfigError(f"{directory / CONFIG_NAME} was saved for another READ config (saved vs this "
+                              f"model: {'; '.join(differ)}); load the folder this model was trained in")
+        self.load_trainable(directory / WEIGHTS_NAME)
 
     def load_trainable(self, path: Path) -> None:
         expected = self.trainable_state_dict()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from readapt import checkpoint as ckpt
-from readapt.config import CONFIG_NAME, WEIGHTS_NAME
+from readapt.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 
 MARKER = ".readapt-run.json"
 LOCK = ".readapt-lock"
@@ -43,7 +43,7 @@ RUN_CONFIG = "run_config.json"
 METRICS = "metrics.json"
 
 # Every name readapt writes at the top of a run folder (.tmp: an atomic write cut short by a kill).
-_FILES = (MARKER, FINGERPRINTS, RUN_CONFIG, METRICS, CONFIG_NAME, WEIGHTS_NAME, ckpt.TRAINABLE_NAME)
+_FILES = (MARKER, FINGERPRINTS, RUN_CONFIG, METRICS, CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ckpt.TRAINABLE_NAME)
 OWNED = frozenset((LOCK, ckpt.CHECKPOINT_DIR, *_FILES, *(name + ".tmp" for name in _FILES)))
 RESULTS = (METRICS, WEIGHTS_NAME, ckpt.TRAINABLE_NAME)  # a run that has produced anything at all
 

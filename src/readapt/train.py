@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 import signal
 import sys
 import threading
@@ -31,8 +32,7 @@ from tqdm.auto import tqdm
 from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import load_pretrained
-from readapt.config import (CONFIG_NAME, JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError,
-                            ReadConfig, check_types)
+from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
@@ -176,21 +176,7 @@ def save_trained(model, directory: Path) -> None:
 
 def load_trained(model, directory: Path) -> None:
     if hasattr(model, "side"):
-        from readapt.model import check_backbone_matches
-
-        try:
-            saved = ReadConfig.from_pretrained(directory)  # strict JSON: unknown/missing keys, wrong types
-        except ConfigError as exc:
-            if str(directory) in str(exc):
-                raise
-            raise ConfigError(f"{directory / CONFIG_NAME}: {exc}") from None
-        check_backbone_matches(saved, model.base_model)
-        differ = [f"{k} {v!r} vs {getattr(model.config, k)!r}" for k, v in saved.to_dict().items()
-                  if k != "base_model_name_or_path" and v != getattr(model.config, k)]
-        if differ:
-            raise ConfigError(f"{directory / CONFIG_NAME} was saved for another READ config (saved vs this "
-                              f"run: {'; '.join(differ)}); use the run directory it was trained in")
-        model.load_trainable(directory / WEIGHTS_NAME)
+        model.load_read_weights(directory)  # checks backbone and READ config against this run's first
     else:
         from readapt.model import require_finite
 
@@ -342,6 +328,14 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
         "resumed": resumed is not None,  # --resume of a run killed before its first checkpoint starts at 0
     }
     ckpt.write_json(out_dir / METRICS, metrics)
+    if hasattr(model, "side"):  # READ: the model card now names the scores and the command
+        from readapt import card
+
+        trainable_now, total_now = model.get_nb_trainable_parameters()
+        text = card.render(model.config, trainable=trainable_now, total=total_now, dataset=args.task or args.train_file,
+                           metrics={name: scores[name] for name in ("validation", "test") if scores[name]},
+                           command=shlex.join(metrics["argv"]))
+        card.write(out_dir, text)
     return metrics
 
 

@@ -31,7 +31,7 @@ from readapt.inputs import DATA_FILE_MAX_BYTES, InputFileError, open_user_file
 
 TASK_NAME = "files"
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json-lines": "jsonl"}
-_FLAGS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file"}
+_FLAGS = {"train": "--train-file", "validation": "--validation-file", "test": "--test-file", "input": "--input-file"}
 _SHOWN = 5  # how many unknown labels an error message lists
 
 
@@ -49,7 +49,7 @@ class Table:
         return f"{self.role} file {self.path}"
 
 
-def read_table(path: str | Path, role: str = "train") -> Table:
+def read_table(path: str | Path, role: str = "train", max_bytes: int = DATA_FILE_MAX_BYTES) -> Table:
     """Read a .csv/.tsv/.jsonl file into rows of column -> value (no interpretation yet)."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -57,14 +57,20 @@ def read_table(path: str | Path, role: str = "train") -> Table:
         raise DataError(f"{role} file {path} has unsupported extension {path.suffix or '(none)'!r}; "
                         f"use one of {', '.join(FORMATS)}")
     try:
-        with open_user_file(path, DATA_FILE_MAX_BYTES, encoding="utf-8-sig", newline="") as f:
-            if fmt == "jsonl":
-                columns, rows = _read_jsonl(f, path, role)
-            else:
-                columns, rows = _read_delimited(f, fmt, f"{role} file {path}")
+        with open_user_file(path, max_bytes, encoding="utf-8-sig", newline="") as f:
+            return parse_table(f, fmt, path, role)
     except InputFileError as err:
         fix = ("split it or sample it" if err.too_large else f"check the path given to {_FLAGS[role]}")
         raise DataError(f"{role} file {err}; {fix}") from None
+
+
+def parse_table(f, fmt: str, path: str | Path, role: str) -> Table:
+    """The rows of an open text stream in ``fmt`` (csv, tsv or jsonl); ``path`` names it in errors."""
+    try:
+        if fmt == "jsonl":
+            columns, rows = _read_jsonl(f, path, role)
+        else:
+            columns, rows = _read_delimited(f, fmt, f"{role} file {path}")
     except UnicodeDecodeError as err:
         raise DataError(f"{role} file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
                         "re-save it as UTF-8") from err
@@ -77,7 +83,20 @@ def read_table(path: str | Path, role: str = "train") -> Table:
     if not rows:
         raise DataError(f"{role} file {path} has no data rows (columns: {shown(columns)}); "
                         "add examples")
-    return Table(path, role, columns, rows)
+    return Table(Path(path), role, columns, rows)
+
+
+def table_texts(table: Table, text_columns: tuple[str, ...] | list[str]) -> list[tuple[str, ...]]:
+    """The texts of every row (labels, if any, are ignored): what `readapt predict` reads from a
+    file in the training format. A one-text task also takes a column named 'text'."""
+    columns = list(text_columns)
+    if len(columns) == 1 and columns[0] not in table.columns and "text" in table.columns:
+        columns = ["text"]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{table.where} has no column {', '.join(repr(c) for c in missing)} (columns: "
+                        f"{shown(table.columns)}); this run reads {', '.join(repr(c) for c in columns)}, as in training")
+    return [_texts(table, line, row, columns) for line, row in table.rows]
 
 
 def shown(names: list[str], limit: int = 10) -> str:
