@@ -3,13 +3,15 @@ against its floor (the frozen no-grad forward pass) and against full fine-tuning
 LST, on CPU or CUDA.
 
     python benchmarks/cost.py [--shape minilm|bert-large|t5-base|decoder-1b] [--batch-size 32]
-                              [--length 128] [--steps 5] [--threads 1] [--device auto] [--rss]
-                              [--examples 10000] [--out FILE]
+                              [--length 128] [--steps 5] [--threads 1] [--device auto] [--pairs]
+                              [--rss] [--examples 10000] [--rows a,b] [--out FILE]
 
 Shapes: minilm is the packaged all-MiniLM-L6-v2 (real weights); the others are random-weight models
 of the named shape (cost does not depend on the weights' values). Encoders train a 2-class head on
 one sequence per example; t5-base trains text-to-text (8 target tokens), decoder-1b a causal LM on
-its own tokens. Every row gets the same batch; steps are interleaved (row A step 1, row B step 1,
+its own tokens; --pairs gives encoders sentence pairs (--length tokens in all) and READ's separately
+encoded pairs (each text its own sequence of half the length) beside the paper's joint input. Every
+row gets the same batch; steps are interleaved (row A step 1, row B step 1,
 ..., A step 2, ...) so a slow moment of the machine hits all rows alike; the median is reported.
 
 Per row: seconds per step (forward, backward, optimizer step), and peak memory of one step above
@@ -32,24 +34,45 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 
-# row -> (method or None for the frozen forward, options, pooling, states given)
+class Row(NamedTuple):
+    method: Optional[str]          # None: the frozen forward alone (READ's floor)
+    options: dict
+    pooling: str = "mean"
+    states_given: bool = False     # the step reads states computed once before (a cache's epochs)
+    separate: bool = False         # --pairs: each text its own sequence (first texts, then second texts)
+
+
+PAPER, PROJECTION = {"joiner": "norm"}, {"joiner": "projection"}
 ENCODER_ROWS = {
-    "frozen forward (no grad, all states)": (None, {}, "mean", False),
-    "READ, CLS pooling": ("read", {}, "cls", False),
-    "READ, CLS pooling, states given": ("read", {}, "cls", True),
-    "READ (paper Joiner), mean pooling": ("read", {"joiner": "norm"}, "mean", False),
-    "READ (paper Joiner), mean pooling, states given": ("read", {"joiner": "norm"}, "mean", True),
-    "READ (projecting Joiner), mean pooling": ("read", {"joiner": "projection"}, "mean", False),
-    "READ (projecting Joiner), mean pooling, states given": ("read", {"joiner": "projection"}, "mean", True),
-    "LoRA r=8": ("lora", {}, "mean", False),
-    "adapters": ("adapter", {}, "mean", False),
-    "LST": ("lst", {}, "mean", False),
-    "full fine-tuning": ("full", {}, "mean", False),
+    "frozen forward (no grad, all states)": Row(None, {}),
+    "READ, CLS pooling": Row("read", {}, "cls"),
+    "READ, CLS pooling, states given": Row("read", {}, "cls", True),
+    "READ (paper Joiner), mean pooling": Row("read", PAPER),
+    "READ (paper Joiner), mean pooling, states given": Row("read", PAPER, "mean", True),
+    "READ (projecting Joiner), mean pooling": Row("read", PROJECTION),
+    "READ (projecting Joiner), mean pooling, states given": Row("read", PROJECTION, "mean", True),
+    "LoRA r=8": Row("lora", {}),
+    "adapters": Row("adapter", {}),
+    "LST": Row("lst", {}),
+    "full fine-tuning": Row("full", {}),
 }
-LM_ROWS = {name: row for name, row in ENCODER_ROWS.items() if "CLS" not in name and row[0] != "lst"}
+LM_ROWS = {name: row for name, row in ENCODER_ROWS.items() if "CLS" not in name and row.method != "lst"}
+# --pairs: sentence pairs of --length tokens in all, each method in its own default encoding
+PAIR_ROWS = {
+    "frozen forward (no grad, all states)": Row(None, {}),
+    "READ (paper Joiner), mean pooling, joint pairs (paper READ)": Row("read", PAPER),
+    "READ (paper Joiner), separate pairs": Row("read", PAPER, "pair", separate=True),
+    "READ (projecting Joiner), separate pairs": Row("read", PROJECTION, "pair", separate=True),
+    "READ (projecting Joiner), separate pairs, states given": Row("read", PROJECTION, "pair", True, True),
+    "LoRA r=8": Row("lora", {}),
+    "adapters": Row("adapter", {}),
+    "LST": Row("lst", {}),
+    "full fine-tuning": Row("full", {}),
+}
 FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
 
 
@@ -77,10 +100,20 @@ def backbone(shape: str):
     raise SystemExit(f"--shape {shape}: choose one of minilm, bert-large, t5-base, decoder-1b")
 
 
-def batch(family: str, vocab: int, batch_size: int, length: int, device) -> dict:
+def batch(family: str, vocab: int, batch_size: int, length: int, device, pairs: bool, separate: bool) -> dict:
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, vocab, (batch_size, length), generator=g)
+    rows, width = (2 * batch_size, length // 2) if separate else (batch_size, length)
+    ids = torch.randint(5, vocab, (rows, width), generator=g)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if pairs:  # segment ids 1 / 2 say which text a token is from (0: special tokens), as data/ encodes them
+        half = length // 2
+        if separate:
+            segments = torch.cat([torch.ones(batch_size, half), torch.full((batch_size, half), 2)]).long()
+        else:
+            segments = torch.cat([torch.zeros(batch_size, 1), torch.ones(batch_size, half - 2), torch.zeros(batch_size, 1),
+                                  torch.full((batch_size, length - half - 1), 2), torch.zeros(batch_size, 1)], 1).long()
+            inputs["token_type_ids"] = (segments == 2).long()
+        inputs["segment_ids"] = segments
     if family == "encoder":
         inputs["labels"] = torch.randint(0, 2, (batch_size,), generator=g)
     elif family == "seq2seq":
@@ -94,7 +127,7 @@ def build(shape: str, row: tuple, device):
     """(model, optimizer or None for the frozen forward, family, vocabulary size) for one row."""
     from readapt.methods import HeadSpec, get_method
 
-    method, options, pooling, states_given = row
+    method, options, pooling = row.method, row.options, row.pooling
     model, family = backbone(shape)
     vocab = model.config.vocab_size
     if method is None:  # the floor: READ's own frozen pass, run through a fresh READ model
@@ -103,17 +136,17 @@ def build(shape: str, row: tuple, device):
     torch.manual_seed(0)
     model = get_method(method).build(model, head, options).to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=get_method(method).default_lr) if row[0] else None
+    optimizer = torch.optim.AdamW(trainable, lr=get_method(method).default_lr) if row.method else None
     return model, optimizer, family, vocab
 
 
 def make_step(model, optimizer, inputs: dict, states_given: bool):
-    frozen_inputs = {k: v for k, v in inputs.items() if k != "labels" or v.ndim > 1}
+    frozen_inputs = {k: v for k, v in inputs.items() if k != "segment_ids" and (k != "labels" or v.ndim > 1)}
     if optimizer is None:
         return lambda: model.backbone_states(**frozen_inputs)
     if states_given:
         states = model.backbone_states(**frozen_inputs)
-        inputs = {"states": states, "labels": inputs["labels"]}
+        inputs = {"states": states, **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
 
     def step():
         model(**inputs).loss.backward()
@@ -150,7 +183,8 @@ def peak_bytes(step, device) -> int:
 def rss_child(args, name: str) -> float:
     """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
     command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
-               "--length", str(args.length), "--threads", str(args.threads), "--device", args.device]
+               "--length", str(args.length), "--threads", str(args.threads), "--device", args.device,
+               *(["--pairs"] if args.pairs else [])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
 
@@ -159,8 +193,9 @@ def child(args, rows: dict, device) -> None:
     from readapt.measure import Meter
 
     model, optimizer, family, vocab = build(args.shape, rows[args.child], device)
-    inputs = batch(family, vocab, args.batch_size, args.length, device)
-    step = make_step(model, optimizer, inputs, rows[args.child][3])
+    row = rows[args.child]
+    inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
+    step = make_step(model, optimizer, inputs, row.states_given)
     with Meter(device) as meter:
         for _ in range(3):
             step()
@@ -175,6 +210,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pairs", action="store_true", help="sentence pairs (encoder shapes): each method in "
+                        "its default encoding, READ's separate pairs beside the paper's joint input")
     parser.add_argument("--rss", action="store_true", help="also peak RSS per row, each in its own process")
     parser.add_argument("--examples", type=int, default=10_000, help="epoch size for the 10-epoch estimate")
     parser.add_argument("--rows", help="comma-separated substrings: only rows whose name holds one")
@@ -184,7 +221,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     family = backbone(args.shape)[1] if args.shape != "minilm" else "encoder"
-    rows = ENCODER_ROWS if family == "encoder" else LM_ROWS
+    if args.pairs and family != "encoder":
+        raise SystemExit("--pairs works with encoder shapes (minilm, bert-large)")
+    rows = (PAIR_ROWS if args.pairs else ENCODER_ROWS) if family == "encoder" else LM_ROWS
     if args.rows:
         wanted = args.rows.split(",")
         rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
@@ -194,8 +233,8 @@ def main() -> None:
     steps, peaks, times = {}, {}, {name: [] for name in rows}
     for name, row in rows.items():
         model, optimizer, family, vocab = build(args.shape, row, device)
-        inputs = batch(family, vocab, args.batch_size, args.length, device)
-        steps[name] = make_step(model, optimizer, inputs, row[3])
+        inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
+        steps[name] = make_step(model, optimizer, inputs, row.states_given)
         steps[name]()                                   # warm-up (creates optimizer state)
         peaks[name] = peak_bytes(steps[name], device) / 2**20
     for _ in range(args.steps):
@@ -222,10 +261,9 @@ def main() -> None:
     lines += ["", f"10 epochs over {args.examples:,d} examples, from the medians above "
               f"({per_epoch} steps per epoch; cached = one frozen pass, then steps over given states):", ""]
     full_hours = 10 * per_epoch * median[FULL] / 3600
-    for live, cached in (("READ (paper Joiner), mean pooling", "READ (paper Joiner), mean pooling, states given"),
-                         ("READ (projecting Joiner), mean pooling",
-                          "READ (projecting Joiner), mean pooling, states given")):
-        if live not in rows or cached not in rows:
+    for cached in [name for name, row in rows.items() if row.states_given]:
+        live = cached.replace(", states given", "")
+        if live not in rows:
             continue
         live_h = 10 * per_epoch * median[live] / 3600
         cached_h = per_epoch * (median[FROZEN] + 10 * median[cached]) / 3600
