@@ -18,10 +18,11 @@ TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_h
             max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 TINY_BY_FAMILY = {
     "encoder": dict(TINY, hidden_dim=64),  # hidden_dim: DistilBERT's name for the FFN width
-    "causal": dict(TINY, num_key_value_heads=2, head_dim=8,
-                   final_logit_softcapping=2.0),  # small, so that skipping Gemma2's softcap shows
+    # Every config carries the other models' logit post-processing too: only a model whose forward
+    # reads it applies it (Gemma2's soft-capping, small so that skipping it shows; T5's rescaling).
+    "causal": dict(TINY, num_key_value_heads=2, head_dim=8, final_logit_softcapping=2.0),
     "seq2seq": dict(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4,
-                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1),
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, scale_decoder_outputs=True),
 }
 DTYPES = [torch.float32, torch.bfloat16]
 

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from readapt.backbones import BackboneStates, base_model, freeze
+from readapt.backbones import BackboneStates, base_model, forward_reads, freeze
 
 
 class CausalBackbone:
@@ -27,7 +27,9 @@ class CausalBackbone:
         rms_eps = getattr(config, "rms_norm_eps", None)
         self.norm = "rmsnorm" if rms_eps is not None else "layernorm"
         self.eps: float = rms_eps if rms_eps is not None else getattr(config, "layer_norm_epsilon", 1e-5)
-        self.softcap = logit_softcap(model.config)
+        # Gemma2 squashes its logits into (-cap, cap) after the LM head (config.final_logit_softcapping).
+        self.softcap: Optional[float] = (getattr(model.config, "final_logit_softcapping", None)
+                                         if forward_reads(model, "final_logit_softcapping") else None)
 
     @torch.no_grad()
     def run(self, input_ids, attention_mask, **_) -> BackboneStates:
@@ -46,12 +48,3 @@ class CausalBackbone:
         if self.softcap is not None:  # the same three steps as Gemma2ForCausalLM: bf16 stays bit-equal
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
-
-
-def logit_softcap(config) -> Optional[float]:
-    """Gemma2 squashes its logits into (-cap, cap) after the LM head, as its config's
-    final_logit_softcapping says. Only a config class that declares the field is read: any config
-    stores unknown keys, and a Llama checkpoint carrying this one does not apply it."""
-    if not hasattr(type(config), "final_logit_softcapping"):
-        return None
-    return config.final_logit_softcapping

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from readapt.backbones import BackboneStates, freeze
+from readapt.backbones import BackboneStates, forward_reads, freeze
 
 
 class Seq2SeqBackbone:
@@ -40,6 +40,11 @@ class Seq2SeqBackbone:
         self.num_layers: int = config.num_decoder_layers
         self.num_encoder_layers: int = config.num_layers
         self.eps: float = config.layer_norm_epsilon
+        # The original T5 rescales the decoder output by d^-0.5 before its LM head; T5 v1.1 and mT5
+        # do not. T5ForConditionalGeneration says which in config.scale_decoder_outputs;
+        # MT5ForConditionalGeneration never rescales (although it ties its embeddings).
+        self.scale_output: bool = (forward_reads(model, "scale_decoder_outputs")
+                                   and bool(getattr(config, "scale_decoder_outputs", False)))
 
     @torch.no_grad()
     def run(self, input_ids, attention_mask, labels=None, decoder_input_ids=None,
@@ -81,9 +86,6 @@ class Seq2SeqBackbone:
         """The frozen LM head on (corrected) decoder states, as the model's own forward applies it."""
         head = self.model.lm_head
         hidden = hidden.to(head.weight.dtype)  # a bf16 backbone has a bf16 head; the grad passes the cast
-        # The original T5 rescales the decoder output by d^-0.5 before its LM head; T5 v1.1 and mT5
-        # do not. T5ForConditionalGeneration reads config.scale_decoder_outputs; MT5Config has no
-        # such field and MT5ForConditionalGeneration never rescales (although it ties embeddings).
-        if getattr(self.model.config, "scale_decoder_outputs", False):
+        if self.scale_output:
             hidden = hidden * (self.hidden_size ** -0.5)
         return head(hidden)
