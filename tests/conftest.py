@@ -49,6 +49,18 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_bf16_model_dir(tmp_path_factory, tiny_model_dir) -> str:
+    """tiny_model_dir's BERT stored in bfloat16 (transformers loads a checkpoint in its stored dtype)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-bert-bf16")
+    AutoModel.from_pretrained(tiny_model_dir).to(torch.bfloat16).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return str(path)
+
+
 @pytest.fixture
 def quiet(monkeypatch):
     """No progress bars (ours or transformers') on stderr while a test runs."""

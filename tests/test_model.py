@@ -443,3 +443,36 @@ def test_disable_adapter_gives_the_lm_backbones_own_logits(make, task):
         with model.disable_adapter():
             torch.testing.assert_close(model(input_ids=input_ids, labels=labels).logits, reference)
         assert not torch.allclose(model(input_ids=input_ids, labels=labels).logits, reference)
+
+
+# -- a half-precision backbone: the side network and head still train in fp32 ---------------------
+@pytest.mark.parametrize("make, task", [(tiny_bert, "SEQ_CLS"), (lambda: tiny_gpt2().transformer, "SEQ_CLS"),
+                                        (tiny_gpt2, "CAUSAL_LM"), (tiny_llama, "CAUSAL_LM"),
+                                        (tiny_t5, "SEQ_2_SEQ_LM")],
+                         ids=["bert", "gpt2-cls", "gpt2-lm", "llama-lm", "t5"])
+def test_bf16_backbone_trains_an_fp32_side_network(make, task):
+    backbone = make().to(torch.bfloat16)
+    frozen = {n: p.clone() for n, p in backbone.named_parameters()}
+    model = get_read_model(backbone, ReadConfig(task_type=task, num_labels=2 if task == "SEQ_CLS" else None,
+                                                rnn_dim=8))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    for side in [m for m in model.modules() if hasattr(m, "rnn")]:
+        torch.nn.init.normal_(side.out.weight, std=0.1)  # as after a first update: gradients reach every part
+    torch.manual_seed(0)
+    input_ids, mask = torch.randint(2, 100, (2, 6)), torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6])
+    labels = {"SEQ_CLS": torch.tensor([0, 1]), "CAUSAL_LM": input_ids.masked_fill(mask == 0, -100),
+              "SEQ_2_SEQ_LM": torch.randint(2, 100, (2, 3))}[task]
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert "side.rnn.weight_ih_l0" in moved and "side.out.weight" in moved
+    if task == "SEQ_2_SEQ_LM":  # through the Joiner's cross-attention value path, in fp32
+        assert "encoder_side.rnn.weight_ih_l0" in moved
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainable)
+    assert all(p.dtype == torch.bfloat16 and p.grad is None and torch.equal(p, frozen[n])
+               for n, p in backbone.named_parameters())

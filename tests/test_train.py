@@ -5,6 +5,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -225,6 +226,48 @@ def test_resume_refuses_other_arguments_but_not_device_or_save_every(data, tmp_p
     assert (run / "metrics.json").exists()
     with pytest.raises(ValueError, match="already finished"):
         train(_args(data, run, resume=True))
+
+
+# -- --backbone-dtype ------------------------------------------------------------------------------
+def test_backbone_dtype_is_kept_in_the_run_and_eval_loads_the_same_way(data, tiny_bf16_model_dir, tmp_path,
+                                                                       capsys):
+    from readapt.cli import main
+
+    out = tmp_path / "run"
+    metrics = train(_args(data, out, model=tiny_bf16_model_dir, epochs=1, backbone_dtype="bfloat16"))
+    assert json.loads((out / "run_config.json").read_text())["args"]["backbone_dtype"] == "bfloat16"
+    model, *_ = load_run(out, "cpu")
+    assert next(model.base_model.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {k: scores[k] for k in metrics["validation"]} == pytest.approx(metrics["validation"])
+
+
+def test_a_run_saved_before_backbone_dtype_existed_still_resumes_and_loads(data, tmp_path, reference):
+    run = tmp_path / "run"
+    shutil.copytree(reference[0], run)
+    (run / "metrics.json").unlink()
+    saved = json.loads((run / "run_config.json").read_text())
+    del saved["args"]["backbone_dtype"]
+    (run / "run_config.json").write_text(json.dumps(saved))
+    assert read_run_config(run)[0].backbone_dtype == "auto"
+    train(_args(data, run, resume=True))
+    model, *_ = load_run(run, "cpu")
+    assert next(model.base_model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("method, dtype, words", [
+    ("read", "fp8", "--backbone-dtype fp8: choose one of auto, float32, bfloat16, float16"),
+    ("full", "bfloat16", "--backbone-dtype bfloat16 would train the backbone's own weights in bfloat16"),
+    ("lora", "float16", "with --method lora: use auto or float32"),
+])
+def test_backbone_dtype_is_checked(data, tmp_path, method, dtype, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        check_args(_args(data, tmp_path / "out", method=method, backbone_dtype=dtype))
+    for fine in (("read", "float16"), ("probe", "bfloat16"), ("full", "auto"), ("lst", "float32")):
+        check_args(_args(data, tmp_path / "out", method=fine[0], backbone_dtype=fine[1]))
 
 
 # -- argument types (Python API) -----------------------------------------------------------------

@@ -66,6 +66,22 @@ def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, 
     assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
 
 
+@pytest.mark.parametrize("family", ["t5", "gpt2"])
+def test_read_trains_on_a_bf16_backbone_end_to_end(model_dirs, files, tmp_path, family, quiet):
+    """`readapt train` on a bf16 backbone used to die on step 1 for T5 (the fp32 encoder correction met
+    bf16 weights in the cross-attention value path). GPT-2 goes through --cache-states: bf16 states
+    kept across epochs."""
+    out = tmp_path / "run"
+    cache = family == "gpt2"
+    metrics = train(TrainArgs(model=model_dirs[family], output=str(out), train_file=str(files / "train.csv"),
+                              validation_file=str(files / "val.csv"), epochs=1, batch_size=8, max_length=16,
+                              rnn_dim=8, device="cpu", backbone_dtype="bfloat16", cache_states=cache),
+                    argv=["test"])
+    assert 0 <= metrics["validation"]["accuracy"] <= 1
+    model = load_run(out, "cpu")[0]
+    assert next(model.base_model.parameters()).dtype == torch.bfloat16
+
+
 def test_demo_trains_read_on_the_packaged_model(monkeypatch, tmp_path, minilm_path):
     """`readapt demo` hands valid arguments to train() (the run itself is `make demo`)."""
     import readapt.train

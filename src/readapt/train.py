@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
 from readapt import rundir
-from readapt.backbones.loading import load_pretrained
+from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
@@ -106,6 +106,11 @@ class TrainArgs:
     overwrite: bool = field(default=False, metadata={
         "help": "replace the run in --output (deletes only the files readapt wrote there)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    backbone_dtype: str = field(default="auto", metadata={
+        "help": "dtype the frozen backbone runs in: auto, float32, bfloat16 or float16 (auto: float32 on "
+                "CPU, the checkpoint's own on GPU). READ, probe and lst train in float32 whatever it is; "
+                "methods that train backbone weights (full, bitfit, lora, prompt, adapter) keep them in "
+                "float32, so auto means float32 for them"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
     cache_states: bool = field(default=False, metadata={
         "help": "READ classification: run the frozen backbone once and reuse its states every epoch "
@@ -145,6 +150,12 @@ def check_args(args: TrainArgs) -> None:
     if args.pair_encoding == "separate" and args.pooling not in (None, "pair"):
         raise ValueError(f"--pair-encoding separate compares the two texts with --pooling pair; drop "
                          f"--pooling {args.pooling}")
+    if args.backbone_dtype not in BACKBONE_DTYPES:
+        raise ValueError(f"--backbone-dtype {args.backbone_dtype}: choose one of {', '.join(BACKBONE_DTYPES)}")
+    if args.backbone_dtype not in ("auto", "float32") and get_method(args.method).backbone_backprop:
+        raise ValueError(f"--backbone-dtype {args.backbone_dtype} would train the backbone's own weights in "
+                         f"{args.backbone_dtype} (no float32 master copy) with --method {args.method}: use auto "
+                         f"or float32, or a method that keeps the backbone frozen (read, probe, lst)")
     if args.mixing not in MIXINGS:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
     if args.mixing != "none" and args.method != "read":
@@ -211,7 +222,9 @@ def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:
 
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
-    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code)
+    # Weights a method trains stay in fp32: a method that trains the backbone's loads it in fp32.
+    dtype = "float32" if get_method(args.method).backbone_backprop else args.backbone_dtype
+    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, dtype=dtype, device=device)
     text_to_text = kind == "seq2seq"
     pooling = head_pooling(args, kind, separate_pairs(args, spec, text_to_text))
     head = None if text_to_text else HeadSpec(num_labels=spec.num_labels, pooling=pooling)
@@ -522,7 +535,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
-ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm"}
+ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
+              "backbone_dtype": "auto"}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

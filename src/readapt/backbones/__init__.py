@@ -11,6 +11,7 @@ Nothing here trains: every ``run`` happens under ``torch.no_grad()`` with the mo
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,6 +64,14 @@ class BackboneStates:
     encoder_hidden_states: Optional[tuple[torch.Tensor, ...]] = None
     encoder_attention_mask: Optional[torch.Tensor] = None
     cross_attentions: Optional[tuple[torch.Tensor, ...]] = None
+
+
+def forward_reads(model: nn.Module, field: str) -> bool:
+    """Whether ``model``'s own forward reads ``config.<field>``. A config value alone does not say
+    the model applies it: any config keeps unknown keys (a Llama config may carry Gemma2's
+    final_logit_softcapping, an mT5 config T5's scale_decoder_outputs) and the model ignores them."""
+    code = getattr(inspect.unwrap(type(model).forward), "__code__", None)
+    return code is not None and (field in code.co_names or field in code.co_consts)
 
 
 def freeze(model: nn.Module) -> nn.Module:

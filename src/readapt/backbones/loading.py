@@ -7,20 +7,43 @@ runs unless the user asks for it with ``trust_remote_code=True``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
+import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
                           AutoTokenizer)
 
 from readapt.backbones import UnsupportedModelError, family
 
 
+# The dtypes a frozen backbone may run in. READ never differentiates the backbone, so half
+# precision costs it nothing in training; its side network and head always train in fp32.
+BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 class ModelLoadError(ValueError):
     pass
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool = False):
+def backbone_dtype(name: str, device: str | torch.device = "cpu") -> Optional[torch.dtype]:
+    """The torch dtype to load a backbone in; None means the checkpoint's own (as stored).
+
+    ``auto``: float32 on CPU (half-precision matmuls are slow or missing on many CPUs), the
+    checkpoint's own dtype on a GPU (a bf16 checkpoint stays bf16: half the memory)."""
+    if name not in BACKBONE_DTYPES:
+        raise ValueError(f"backbone dtype {name!r}: choose one of {', '.join(BACKBONE_DTYPES)}")
+    if name == "auto":
+        return None if torch.device(device).type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool = False, dtype: str = "auto",
+                    device: str | torch.device = "cpu"):
     """(model, tokenizer, family). Encoder-decoder models come with their LM head (text-to-text);
-    decoder-only ones with theirs when ``lm`` (causal LM), else the bare decoder."""
+    decoder-only ones with theirs when ``lm`` (causal LM), else the bare decoder. ``dtype`` is one of
+    BACKBONE_DTYPES (see :func:`backbone_dtype`; ``device`` is where the model will run, which
+    ``auto`` reads; the model itself is returned on the CPU)."""
+    torch_dtype = backbone_dtype(dtype, device)  # a bad name fails before anything is read
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError/ValueError/HF errors for bad ids and paths
@@ -31,7 +54,8 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     kind = family(config.model_type)  # UnsupportedModelError names the supported types
     auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM if lm else AutoModel,
             "encoder": AutoModel}[kind]
-    model = auto.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = auto.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                 dtype="auto" if torch_dtype is None else torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     vocab = getattr(model.config, "vocab_size", None)
     if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
@@ -46,4 +70,4 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     return model, tokenizer, kind
 
 
-__all__ = ["ModelLoadError", "UnsupportedModelError", "load_pretrained"]
+__all__ = ["BACKBONE_DTYPES", "ModelLoadError", "UnsupportedModelError", "backbone_dtype", "load_pretrained"]

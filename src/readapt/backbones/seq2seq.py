@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from readapt.backbones import BackboneStates, freeze
+from readapt.backbones import BackboneStates, forward_reads, freeze
 
 
 class Seq2SeqBackbone:
@@ -40,6 +40,11 @@ class Seq2SeqBackbone:
         self.num_layers: int = config.num_decoder_layers
         self.num_encoder_layers: int = config.num_layers
         self.eps: float = config.layer_norm_epsilon
+        # The original T5 rescales the decoder output by d^-0.5 before its LM head; T5 v1.1 and mT5
+        # do not. T5ForConditionalGeneration says which in config.scale_decoder_outputs;
+        # MT5ForConditionalGeneration never rescales (although it ties its embeddings).
+        self.scale_output: bool = (forward_reads(model, "scale_decoder_outputs")
+                                   and bool(getattr(config, "scale_decoder_outputs", False)))
 
     @torch.no_grad()
     def run(self, input_ids, attention_mask, labels=None, decoder_input_ids=None,
@@ -69,12 +74,18 @@ class Seq2SeqBackbone:
         """c_i = O_i . A_i . (d_enc V_i): (B, T_enc, d), (B, H, T_dec, T_enc) -> (B, T_dec, d)."""
         attn = self.cross_attention(layer)
         b, t_enc, _ = d_enc.shape
-        v = F.linear(d_enc, attn.v.weight).view(b, t_enc, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
+        # The path runs in the correction's dtype (fp32), whatever the backbone's: V_i and O_i are
+        # d x d each, so their up-cast copies are small, and the encoder side network's gradient
+        # keeps its precision.
+        value, output = attn.v.weight.to(d_enc.dtype), attn.o.weight.to(d_enc.dtype)
+        v = F.linear(d_enc, value).view(b, t_enc, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
         context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, probs.shape[2], attn.inner_dim)
-        return F.linear(context, attn.o.weight)
+        return F.linear(context, output)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # T5 rescales the decoder output before a tied LM head (config.scale_decoder_outputs).
-        if getattr(self.model.config, "scale_decoder_outputs", self.model.config.tie_word_embeddings):
+        """The frozen LM head on (corrected) decoder states, as the model's own forward applies it."""
+        head = self.model.lm_head
+        hidden = hidden.to(head.weight.dtype)  # a bf16 backbone has a bf16 head; the grad passes the cast
+        if self.scale_output:
             hidden = hidden * (self.hidden_size ** -0.5)
-        return self.model.lm_head(hidden)
+        return head(hidden)
