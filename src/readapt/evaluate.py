@@ -2,9 +2,13 @@
 
 Classifiers and regressors read their logits; text-to-text models (T5) rank the task's target
 strings by log-likelihood (rank classification), so every prediction is a valid label.
+Language-model tasks (causal_lm, seq2seq_lm) report the token loss and perplexity on the response
+tokens, and a teacher-forced exact match where responses are short (:func:`evaluate_lm`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -13,10 +17,13 @@ from tqdm.auto import tqdm
 
 from readapt.data import TaskSpec, collate, compute_metrics, encode, encode_text_to_text
 from readapt.data.batching import SECOND
+from readapt.data.lm import EXACT_MATCH, IGNORE, LM_TASK_TYPES, encode_lm, short_responses
 
 
 def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_text: bool,
-                 separate_pairs: bool = False) -> list[dict]:
+                 separate_pairs: bool = False, task_type: str = "classification", split: str = "train") -> list[dict]:
+    if task_type in LM_TASK_TYPES:
+        return encode_lm(examples, tokenizer, max_length, task_type, split)
     if text_to_text:
         return encode_text_to_text(examples, spec, tokenizer, max_length)
     return encode(examples, tokenizer, max_length, separate_pairs)
@@ -151,6 +158,38 @@ def _sequence_logprob(model, batch, target: list[int]) -> torch.Tensor:
     return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
-def evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc="eval") -> dict:
+def evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc="eval",
+             task_type: str = "classification") -> dict:
+    if task_type in LM_TASK_TYPES:
+        return evaluate_lm(model, encoded, tokenizer.pad_token_id, batch_size, device, causal=task_type == "causal_lm",
+                           exact_match=EXACT_MATCH in spec.metrics and short_responses(encoded), desc=desc)
     predictions = predict(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)
     return compute_metrics(spec, predictions, np.array([e.label for e in examples]))
+
+
+MAX_LOG_PERPLEXITY = 100.0  # a loss above this is a broken model; exp() of it would overflow JSON
+
+
+@torch.no_grad()
+def evaluate_lm(model, encoded: list[dict], pad_token_id: int, batch_size: int, device, causal: bool,
+                exact_match: bool = False, desc: str = "eval") -> dict:
+    """Token-weighted cross-entropy ("loss") over the label tokens, its perplexity, and, if asked,
+    exact match: the share of examples whose every label token is the argmax of the model's
+    teacher-forced logits (no decoding: the gold prefix is fed, as in training)."""
+    model.eval()
+    total, tokens, right = 0.0, 0, 0
+    for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
+        batch = model_inputs(encoded[start:start + batch_size], pad_token_id, device)
+        labels = batch["labels"]
+        logits = model(**batch).logits.float()[:, -labels.shape[1]:]  # prompt tuning prepends virtual tokens
+        if causal:  # position t predicts token t+1
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        scored = labels != IGNORE
+        total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
+        tokens += int(scored.sum())
+        right += int(((logits.argmax(-1) == labels) | ~scored).all(1).sum())
+    loss = total / max(tokens, 1)
+    scores = {"loss": loss, "perplexity": math.exp(min(loss, MAX_LOG_PERPLEXITY))}
+    if exact_match:
+        scores[EXACT_MATCH] = right / max(len(encoded), 1)
+    return scores
