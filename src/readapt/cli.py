@@ -75,25 +75,22 @@ def cmd_train(args) -> int:
 def cmd_eval(args: EvalArgs) -> int:
     import numpy as np
 
-    from readapt.data import load_task
     from readapt.evaluate import encode_split, evaluate
     from readapt.rundir import check_finished
-    from readapt.train import load_run, separate_pairs
+    from readapt.train import load_data, load_run, separate_pairs
 
     check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
     if args.split not in ("validation", "test"):
         raise ValueError(f"--split {args.split}: choose validation or test")
-    data = load_task(run_args.task, data_dir=args.data_dir or run_args.data_dir, train_file=run_args.train_file,
-                     validation_file=run_args.validation_file, test_file=run_args.test_file,
-                     text_columns=run_args.text_column, label_column=run_args.label_column,
-                     max_train_examples=run_args.max_train_examples)
+    data = load_data(run_args, data_dir=args.data_dir)
     examples = getattr(data, args.split)
     if not examples:
         raise ValueError(f"the task has no {args.split} split")
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
-                           separate_pairs(run_args, spec, text_to_text))
-    scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
+                           separate_pairs(run_args, spec, text_to_text), run_args.task_type, args.split)
+    scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text,
+                      task_type=run_args.task_type)
     print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
     return 0
 
@@ -117,8 +114,11 @@ def cmd_predict(args: PredictArgs) -> int:
             table = (text, fmt, name)
     if not items and table is None:
         raise ValueError("nothing to predict: pass --text TEXT (repeatable) or --input-file FILE")
-    if table is not None:  # the run's text columns say what to read; the model is not loaded yet
-        _, spec, _ = read_run_config(args.run)
+    run_args, spec, _ = read_run_config(args.run)  # the model is not loaded yet
+    if run_args.task_type != "classification":
+        raise ValueError(f"{args.run} is a {run_args.task_type} run: predict labels texts with a classifier; "
+                         f"score an LM run with `readapt eval --run {args.run}`")
+    if table is not None:  # the run's text columns say what to read
         items += input_table(*table, spec.text_names)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
     examples = [Example(parts, 0.0 if spec.is_regression else 0) for _, parts in items]
@@ -222,7 +222,7 @@ def cmd_bench(args) -> int:
 def _print_summary(m: dict) -> None:
     test = m.get("test") or m.get("validation") or {}
     split = "test" if m.get("test") else "validation"
-    scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in test.items())
+    scores = ", ".join(f"{k} {v:.4f}" if k in ("loss", "perplexity") else f"{k} {100 * v:.2f}" for k, v in test.items())
     print(f"{m['method']} on {m['task']}: {split} {scores}")
     print(f"trainable params: {m['trainable_params']:,d} of {m['total_params']:,d} ({m['trainable_percent']:.3f}%)")
     energy = "n/a" if m["energy_joules"] is None else f"{m['energy_joules']:.0f} J"

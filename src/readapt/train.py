@@ -34,11 +34,12 @@ from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
+from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
-from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
+from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
 
 RUN_CONFIG = rundir.RUN_CONFIG
 METRICS = rundir.METRICS
@@ -62,6 +63,11 @@ class TrainArgs:
     output: str = field(metadata={"help": "run directory to create (refused if it holds another run)"})
     task: Optional[str] = field(default=None, metadata={
         "help": "rotten_tomatoes or glue/<cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli>; omit with --train-file"})
+    task_type: str = field(default="classification", metadata={
+        "help": "classification (a head on the final state; also regression), causal_lm (a decoder-only "
+                "model's own LM loss on --text-column, or on the response of --prompt-column/--response-column "
+                "pairs) or seq2seq_lm (T5/BART: the prompt column in, the response column as the target); LM "
+                "tasks train on your own files and report loss and perplexity"})
     method: str = field(default="read", metadata={"help": "read, full, probe, bitfit, lora, prompt, adapter or lst"})
     epochs: int = field(default=3, metadata={"help": "passes over the training set"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
@@ -96,8 +102,14 @@ class TrainArgs:
     train_file: Optional[str] = field(default=None, metadata={"help": "own data: CSV, TSV or JSONL"})
     validation_file: Optional[str] = field(default=None, metadata={"help": "own data: validation file"})
     test_file: Optional[str] = field(default=None, metadata={"help": "own data: test file (optional)"})
-    text_column: Optional[list[str]] = field(default=None, metadata={"help": "own data: one or two text columns (default: text)"})
+    text_column: Optional[list[str]] = field(default=None, metadata={
+        "help": "own data: one or two text columns (default: text); causal_lm: the one column of plain text"})
     label_column: Optional[str] = field(default=None, metadata={"help": "own data: label column (classes or numbers)"})
+    prompt_column: Optional[str] = field(default=None, metadata={
+        "help": "LM tasks: column of prompts (instruction pairs; the loss skips the prompt's tokens)"})
+    response_column: Optional[str] = field(default=None, metadata={
+        "help": "LM tasks: column of responses (the tokens the loss reads; exact match is reported when "
+                "every response is at most 8 tokens)"})
     max_train_examples: Optional[int] = field(default=None, metadata={"help": "use a seeded subset of train"})
     save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: each epoch only)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --output from its checkpoint"})
@@ -113,8 +125,8 @@ class TrainArgs:
                 "float32, so auto means float32 for them"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
     cache_states: bool = field(default=False, metadata={
-        "help": "READ classification: run the frozen backbone once and reuse its states every epoch "
-                "(much faster; holds layers x tokens x d floats per example in RAM)"})
+        "help": "READ classification and causal_lm: run the frozen backbone once and reuse its states every "
+                "epoch (much faster; holds layers x tokens x d floats per example in RAM)"})
 
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
@@ -164,6 +176,36 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner != "norm" and args.method != "read":
         raise ValueError(f"--joiner {args.joiner} is a READ option; drop it for --method {args.method}")
+    check_task_type(args)
+
+
+def check_task_type(args: TrainArgs) -> None:
+    """LM tasks: own files, a method with an LM form, the columns they read, no classification knobs."""
+    if args.task_type not in TASK_TYPES:
+        raise ValueError(f"--task-type {args.task_type}: choose one of {', '.join(TASK_TYPES)}")
+    if args.task_type == "classification":
+        given = [flag for flag, value in (("--prompt-column", args.prompt_column),
+                                          ("--response-column", args.response_column)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} are for LM tasks: add --task-type causal_lm or seq2seq_lm, "
+                             f"or drop them")
+        return
+    lm = f"--task-type {args.task_type}"
+    if not get_method(args.method).lm_tasks:
+        usable = [name for name in available_methods() if get_method(name).lm_tasks]
+        raise ValueError(f"--method {args.method} has no language-model form; with {lm} use one of: {', '.join(usable)}")
+    if args.task is not None or args.train_file is None:
+        raise ValueError(f"{lm} trains on your own files: pass --train-file (with --text-column, or "
+                         f"--prompt-column and --response-column) and drop --task")
+    if args.text_column is not None and len(args.text_column) != 1:
+        raise ValueError(f"{lm} reads one --text-column of plain text, got {len(args.text_column)}; for "
+                         f"instruction pairs pass --prompt-column and --response-column")
+    for flag, used in (("--label-column", args.label_column is not None), ("--pooling", args.pooling is not None),
+                       ("--pair-encoding", args.pair_encoding is not None), ("--mixing", args.mixing != "none")):
+        if used:
+            raise ValueError(f"{flag} is a classification option; drop it for {lm}")
+    lm_columns(args.task_type, args.text_column[0] if args.text_column else None, args.prompt_column,
+               args.response_column)  # a bad combination of column flags: one line, before loading
 
 
 def pick_device(name: str) -> torch.device:
@@ -224,13 +266,49 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
     # Weights a method trains stay in fp32: a method that trains the backbone's loads it in fp32.
     dtype = "float32" if get_method(args.method).backbone_backprop else args.backbone_dtype
-    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, dtype=dtype, device=device)
+    lm = args.task_type in LM_TASK_TYPES
+    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, lm=lm, dtype=dtype, device=device)
     text_to_text = kind == "seq2seq"
+    if lm:
+        check_lm_backbone(args, backbone, kind)
     pooling = head_pooling(args, kind, separate_pairs(args, spec, text_to_text))
-    head = None if text_to_text else HeadSpec(num_labels=spec.num_labels, pooling=pooling)
+    head = None if text_to_text or lm else HeadSpec(num_labels=spec.num_labels, pooling=pooling)
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     model = get_method(args.method).build(backbone, head, args.options()).to(device)
     return model, tokenizer, text_to_text
+
+
+LM_FAMILIES = {"causal_lm": "causal", "seq2seq_lm": "seq2seq"}
+
+
+def check_lm_backbone(args: TrainArgs, backbone, kind: str) -> None:
+    """The task type must match the model family, and a causal LM's sequences its context."""
+    if kind != LM_FAMILIES[args.task_type]:
+        fits = {"causal": "--task-type causal_lm", "seq2seq": "--task-type seq2seq_lm"}.get(kind, "--task-type classification")
+        raise ValueError(f"--task-type {args.task_type} needs a {LM_FAMILIES[args.task_type]} model; "
+                         f"{backbone.config.model_type} is {kind}: use {fits}")
+    context = getattr(backbone.config, "n_positions", None) or getattr(backbone.config, "max_position_embeddings", None)
+    if kind == "causal" and isinstance(context, int) and args.max_length > context:
+        raise ValueError(f"--max-length {args.max_length} is longer than the model's context ({context} tokens); "
+                         f"use --max-length {context} or less")
+
+
+def load_data(args: TrainArgs, data_dir: Optional[str] = None) -> TaskData:
+    """A run's examples: a built-in task, classification files, or LM files (--task-type)."""
+    if args.task_type in LM_TASK_TYPES:
+        return load_lm_files(args.task_type, train_file=args.train_file, validation_file=args.validation_file,
+                             test_file=args.test_file, text_column=args.text_column[0] if args.text_column else None,
+                             prompt_column=args.prompt_column, response_column=args.response_column,
+                             max_train_examples=args.max_train_examples)
+    return load_task(args.task, data_dir=data_dir or args.data_dir, train_file=args.train_file,
+                     validation_file=args.validation_file, test_file=args.test_file,
+                     text_columns=args.text_column, label_column=args.label_column,
+                     max_train_examples=args.max_train_examples)
+
+
+def better(select: str, score: float, best: Optional[float]) -> bool:
+    """Whether ``score`` beats the best so far: a loss is better lower, every task metric higher."""
+    return best is None or (score < best if select == "loss" else score > best)
 
 
 def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
@@ -246,10 +324,7 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     if args.resume:
         rundir.check_resume_args(out_dir, args)
     device = pick_device(args.device)
-    data: TaskData = load_task(args.task, data_dir=args.data_dir, train_file=args.train_file,
-                               validation_file=args.validation_file, test_file=args.test_file,
-                               text_columns=args.text_column, label_column=args.label_column,
-                               max_train_examples=args.max_train_examples)
+    data: TaskData = load_data(args)
     found = rundir.fingerprints(args, data)
     if args.resume:
         rundir.check_fingerprints(out_dir, found, args.allow_changed_data)
@@ -266,7 +341,7 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     method = get_method(args.method)
     lr = args.lr or method.default_lr
     separate = separate_pairs(args, spec, text_to_text)
-    enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text, separate)
+    enc = {name: encode_split(split, spec, tokenizer, args.max_length, text_to_text, separate, args.task_type, name)
            for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test or []))}
     if args.pooling == "pair" and not (text_to_text or separate) and "segment_ids" not in enc["train"][0]:
         raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
@@ -274,7 +349,8 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     cache_seconds = 0.0  # the frozen pass that --cache-states runs once, before the loop
     if args.cache_states:
         if args.method != "read" or text_to_text:
-            raise ValueError("--cache-states works with --method read on classification and regression tasks; drop it")
+            raise ValueError("--cache-states works with --method read on classification, regression and "
+                             "causal_lm tasks; drop it")
         started = time.perf_counter()
         for split in enc.values():
             attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
@@ -298,7 +374,8 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     if resumed is not None:
         progress = resumed
 
-    select = spec.metrics[0]
+    lm = args.task_type in LM_TASK_TYPES
+    select = "loss" if lm else spec.metrics[0]  # LM runs keep the epoch of lowest validation loss
     meter = Meter(device)
     with meter, _StopOnSignal() as stop:
         try:
@@ -318,16 +395,16 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     # The best epoch's weights are the run's result.
     load_trained(model, out_dir)
     scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
-                             text_to_text, desc=name) if split else None
+                             text_to_text, desc=name, task_type=args.task_type) if split else None
               for name, split in (("validation", data.validation), ("test", data.test))}
     train_labels = [e.label for e in data.train]
-    baseline = {name: majority_baseline(spec, train_labels, [e.label for e in split]) if split else None
+    baseline = {name: majority_baseline(spec, train_labels, [e.label for e in split]) if split and not lm else None
                 for name, split in (("validation", data.validation), ("test", data.test))}
-    inference = _inference_cost(model, enc["validation"], tokenizer, args.eval_batch_size, device, text_to_text)
+    inference = _inference_cost(model, enc["validation"], tokenizer, args.eval_batch_size, device, text_to_text or lm)
     trainable, total = count_parameters(model)
     seen = progress["global_step"] * args.batch_size
     metrics = {
-        "task": spec.name, "method": args.method, "model": args.model, "seed": args.seed,
+        "task": spec.name, "task_type": args.task_type, "method": args.method, "model": args.model, "seed": args.seed,
         "argv": list(argv if argv is not None else sys.argv), **scores, "majority_baseline": baseline,
         "best_epoch": progress["best_epoch"], "history": progress["history"],
         "trainable_params": trainable, "total_params": total,
@@ -352,11 +429,11 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     return metrics
 
 
-def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text) -> dict:
+def _inference_cost(model, encoded, tokenizer, batch_size, device, with_labels) -> dict:
     """Latency and memory of one forward pass over an evaluation-sized batch of validation data
-    (text-to-text models score the gold target, teacher-forced)."""
+    (text-to-text models and LM tasks score the gold target, teacher-forced)."""
     batch = model_inputs(without_states(encoded[:batch_size]), tokenizer.pad_token_id, device)  # the whole model
-    if not text_to_text:
+    if not with_labels:
         batch.pop("labels", None)
     model.eval()
     with torch.no_grad():
@@ -435,11 +512,11 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
             if args.save_every and progress["global_step"] % args.save_every == 0:
                 _save(out_dir, model, optimizer, scheduler, progress)
         scores = evaluate(model, enc["validation"], data.validation, spec, tokenizer, args.eval_batch_size,
-                          device, text_to_text, desc="validation")
+                          device, text_to_text, desc="validation", task_type=args.task_type)
         progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores,
                                     "train_seconds": round(progress["train_seconds"], 3)})
         tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        if progress["best_score"] is None or scores[select] > progress["best_score"]:
+        if better(select, scores[select], progress["best_score"]):
             progress["best_score"], progress["best_epoch"] = scores[select], epoch + 1
             save_trained(model, out_dir)
         progress["epoch"], progress["step_in_epoch"] = epoch + 1, 0
@@ -536,7 +613,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
-              "backbone_dtype": "auto"}
+              "backbone_dtype": "auto", "task_type": "classification", "prompt_column": None,
+              "response_column": None}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

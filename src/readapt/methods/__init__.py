@@ -44,6 +44,8 @@ class Method:
     # [SEP]) or separate (each text on its own, compared by pair pooling). Chosen per method on
     # validation, like the learning rate (README, "Sentence pairs").
     pair_encoding: str = "joint"
+    # Whether the method has a language-model form (head None: the LM's own head and token loss).
+    lm_tasks: bool = True
 
 
 # name -> module that defines METHOD; imported lazily so `readapt --help` stays fast.

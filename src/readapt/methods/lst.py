@@ -139,4 +139,5 @@ METHOD = Method(
     default_lr=3e-3,
     build=build,
     backbone_backprop=False,
+    lm_tasks=False,
 )

@@ -15,4 +15,4 @@ def build(backbone, head: HeadSpec | None, options: dict):
 
 
 METHOD = Method(name="probe", help="frozen backbone, head only", default_lr=1e-3, build=build,
-                backbone_backprop=False)
+                backbone_backprop=False, lm_tasks=False)
