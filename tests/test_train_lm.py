@@ -160,9 +160,11 @@ def test_instruction_pairs_train_and_report_exact_match(model_dirs, files, tmp_p
     assert metrics["majority_baseline"] == {"validation": None, "test": None}
 
 
-def test_cache_states_gives_the_live_result_for_causal_lm(model_dirs, files, tmp_path, quiet):
-    live = train(_args(model_dirs, files, tmp_path / "live", epochs=1), argv=["test"])
-    cached = train(_args(model_dirs, files, tmp_path / "cached", epochs=1, cache_states=True), argv=["test"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cache_states_gives_the_live_result_for_causal_lm(model_dirs, files, tmp_path, quiet, dtype):
+    live = train(_args(model_dirs, files, tmp_path / "live", epochs=1, backbone_dtype=dtype), argv=["test"])
+    cached = train(_args(model_dirs, files, tmp_path / "cached", epochs=1, cache_states=True, backbone_dtype=dtype),
+                   argv=["test"])
     assert cached["validation"]["loss"] == pytest.approx(live["validation"]["loss"], rel=1e-5)
 
 
@@ -223,3 +225,29 @@ def test_prompt_columns_without_an_lm_task_and_predict_on_an_lm_run_are_refused(
     out = tmp_path / "run"
     train(_args(model_dirs, files, out, epochs=1), argv=["test"])
     assert "is a causal_lm run" in one_error_line(capsys, ["predict", "--run", str(out), "--text", "the cat"])
+
+
+def test_exact_match_counts_examples_whose_every_response_token_is_the_argmax(tokenizer):
+    """A stand-in model whose logits put all mass on the gold next token, except on one example's
+    last response token: exact match 1/2, and a long response turns exact match off."""
+    from types import SimpleNamespace
+
+    from readapt.data.lm import short_responses
+    from readapt.evaluate import evaluate_lm
+
+    class Oracle(torch.nn.Module):
+        def forward(self, input_ids, attention_mask, labels):
+            logits = torch.zeros(*labels.shape, tokenizer.vocab_size)
+            nxt = labels[:, 1:].clamp(min=0)  # position t predicts token t+1
+            logits[:, :-1].scatter_(-1, nxt.unsqueeze(-1), 50.0)
+            last = int((labels[1] != -100).nonzero().max()) - 1
+            logits[1, last] = 0.0  # example 2: its last token is no longer the argmax
+            return SimpleNamespace(logits=logits)
+
+    items = encode_lm([Example(("what colour is a lime ?", "green"), 0), Example(("a plum ?", "purple"), 0)],
+                      tokenizer, 32, "causal_lm")
+    scores = evaluate_lm(Oracle(), items, tokenizer.pad_token_id, 8, "cpu", causal=True, exact_match=True)
+    assert scores["exact_match"] == 0.5
+    assert short_responses(items)
+    assert not short_responses(encode_lm([Example(("q", "one two three four five six seven eight"), 0)], tokenizer,
+                                         32, "causal_lm"))

@@ -181,11 +181,12 @@ def evaluate_lm(model, encoded: list[dict], pad_token_id: int, batch_size: int, 
     for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
         batch = model_inputs(encoded[start:start + batch_size], pad_token_id, device)
         labels = batch["labels"]
-        logits = model(**batch).logits.float()[:, -labels.shape[1]:]  # prompt tuning prepends virtual tokens
+        logits = model(**batch).logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual tokens
         if causal:  # position t predicts token t+1
             logits, labels = logits[:, :-1], labels[:, 1:]
         scored = labels != IGNORE
-        total += F.cross_entropy(logits[scored], labels[scored], reduction="sum").item()
+        # fp32 only for the scored positions: B x T x vocab logits of a half-precision LM are large
+        total += F.cross_entropy(logits[scored].float(), labels[scored], reduction="sum").item()
         tokens += int(scored.sum())
         right += int(((logits.argmax(-1) == labels) | ~scored).all(1).sum())
     loss = total / max(tokens, 1)
