@@ -19,6 +19,7 @@ import readapt.train
 from conftest import csv_rows, one_error_line
 from readapt import ReadConfig, get_read_model
 from readapt.backbones.encoder import EncoderBackbone
+from readapt.cli import main
 from readapt.data import Example, encode
 from readapt.evaluate import attach_states, model_inputs
 from readapt.model import ReadModel
@@ -86,7 +87,7 @@ class Calls:
 
 
 def test_cached_run_is_the_uncached_run_bit_for_bit_and_the_second_run_never_runs_the_backbone(
-        tiny_model_dir, files, tmp_path, monkeypatch):
+        tiny_model_dir, files, tmp_path, monkeypatch, capsys):
     cache_dir = str(tmp_path / "cache")
     calls = Calls(monkeypatch)
     off = train(_args(tiny_model_dir, files, tmp_path / "off", cache="off"), argv=["t"])
@@ -110,6 +111,15 @@ def test_cached_run_is_the_uncached_run_bit_for_bit_and_the_second_run_never_run
                    if m["items"] == 24]
     assert manifest["layers"] == [1, 2] and manifest["num_hidden_states"] == 3
     assert manifest["bytes"] == tokens * 2 * 32 * 4  # tokens x layers x d x fp32
+    # `readapt eval` reads the run's entry too (it builds none): the same scores, no backbone run.
+    calls.in_loop, calls._looping = 0, True
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "hit"), "--split", "validation", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == round(hit["validation"]["accuracy"], 6)
+    assert calls.in_loop == 0
+    shutil.rmtree(cache_dir)
+    assert main(["eval", "--run", str(tmp_path / "hit"), "--split", "validation", "--device", "cpu"]) == 0
+    assert calls.in_loop > 0 and not Path(cache_dir).exists()
 
 
 def _model(model_dir):

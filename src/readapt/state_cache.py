@@ -372,13 +372,16 @@ class StateCache:
 # -- what a run uses -----------------------------------------------------------------------------------
 def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_name: str, max_length: int,
                     separate_pairs: bool, device: torch.device, batch_size: int, mode: str = "auto",
-                    cache_dir: Optional[str] = None, max_gb: float = 8.0, dtype: str = "float32") -> dict[str, Any]:
+                    cache_dir: Optional[str] = None, max_gb: float = 8.0, dtype: str = "float32",
+                    build: bool = True) -> dict[str, Any]:
     """Attach each split's cached states to its items (``item["states"]``, memory-mapped; see
     evaluate.model_inputs), building the entries that are missing with one frozen pass each.
 
     ``mode`` auto uses the cache when the missing entries fit ``max_gb`` and the free space, and
-    says why not otherwise; on insists (errors instead). Returns what metrics.json records:
-    ``cache`` (hit: nothing built; miss: something built; off), ``cache_seconds``, ``cache_bytes``."""
+    says why not otherwise; on insists (errors instead). ``build=False`` only reads: splits whose
+    entry is missing keep their token ids (one pass over them costs what building would).
+    Returns what metrics.json records: ``cache`` (hit: nothing built; miss: something built; off),
+    ``cache_seconds``, ``cache_bytes``."""
     off = {"cache": "off", "cache_seconds": 0.0, "cache_bytes": 0}
     if mode == "off":
         return off
@@ -394,7 +397,11 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     keys = {name: entry_key({**common, "tokens": tokens_fingerprint(items)}) for name, items in splits.items()}
     sizes = {name: estimate_bytes(items, len(layers), model.runner.hidden_size, dtype) for name, items in splits.items()}
     found = {name: cache.load(keys[name], items, describe) for name, items in splits.items()}
+    if not build:
+        splits = {name: items for name, items in splits.items() if found[name] is not None}
     missing = [name for name in splits if found[name] is None]
+    if not splits:
+        return off
     needed = sum(sizes[name] for name in missing)
     why_not = _why_not(cache.root, needed, mode, max_gb) if missing else None
     if why_not:
@@ -402,16 +409,17 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             raise CacheError(why_not)
         tqdm.write(f"state cache off: {why_not}")
         return off
-    tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
-        f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
-        + (f"; building {human_bytes(needed)}" if missing else ""))
+    if build:
+        tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
+            f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
+            + (f"; building {human_bytes(needed)}" if missing else ""))
     try:
         for name in missing:
             items = splits[name]
             sequences = [fields for item in items for _, fields in item_sequences(item)]
             states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
                                  desc=f"caching {name} states")
-            found[name] = cache.build(keys[name], items, {**describe}, states)
+            found[name] = cache.build(keys[name], items, describe, states)
     except OSError as exc:  # not writable, no space left, ...
         what = describe_os_error(exc) if exc.filename else f"{cache.root}: {describe_os_error(exc)}"
         problem = f"cannot write the state cache ({what}); pass --cache-dir elsewhere or --cache off"
@@ -419,18 +427,23 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             raise CacheError(problem) from None
         warn(f"state cache off: {problem}")
         return off
-    rows = [None] * (model.runner.num_layers + 1)
+    for name, items in splits.items():
+        _attach(items, found[name], layers, describe["num_hidden_states"])
+    return {"cache": "miss" if missing else "hit", "cache_seconds": time.perf_counter() - started,
+            "cache_bytes": sum(sizes[name] for name in splits)}
+
+
+def _attach(items: list[dict], states: list[torch.Tensor], layers: list[int], num_hidden_states: int) -> None:
+    """Give each item its sequences' states, and the map from layer to stored row (model_inputs)."""
+    rows = [None] * num_hidden_states
     for row, layer in enumerate(layers):
         rows[layer] = row
     rows = tuple(rows)
-    for name, items in splits.items():
-        per_item = iter(found[name])
-        for item in items:
-            for key, _ in item_sequences(item):
-                item[key] = next(per_item)
-            item["state_layers"] = rows
-    return {"cache": "miss" if missing else "hit", "cache_seconds": time.perf_counter() - started,
-            "cache_bytes": sum(sizes.values())}
+    per_sequence = iter(states)
+    for item in items:
+        for key, _ in item_sequences(item):
+            item[key] = next(per_sequence)
+        item["state_layers"] = rows
 
 
 def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]:
