@@ -331,3 +331,17 @@ def test_cache_flags_are_checked_and_do_not_block_resume(tiny_model_dir, files, 
     assert read_run_config(run)[0].cache == "auto"
     check_resume_args(run, _args(tiny_model_dir, files, run, epochs=1, cache="off", cache_dtype="bfloat16",
                                  cache_dir="/elsewhere", cache_max_gb=1.0))
+
+
+def test_a_hub_model_is_keyed_by_the_snapshot_it_was_loaded_from(tiny_model_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    snapshot = Path(shutil.copytree(tiny_model_dir, tmp_path / "models--org--tiny" / "snapshots" / "abc123"))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: str(snapshot / name) if repo == "org/tiny" else None)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = _model(tiny_model_dir)
+    by_id, by_folder = (state_cache.model_fields(name, model, tokenizer) for name in ("org/tiny", tiny_model_dir))
+    assert by_id == by_folder and "model.safetensors" in by_id["files"]  # the same files, wherever they live
+    not_cached = state_cache.model_fields("org/other", model, tokenizer)
+    assert (not_cached["files"], not_cached["name"]) == ({}, "org/other")  # only the id names the weights

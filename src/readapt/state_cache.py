@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import shutil
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 
 from readapt.evaluate import frozen_pass, item_sequences
 from readapt.inputs import describe_os_error, human_bytes
+from readapt.rundir import file_fingerprint, model_files, warn
 
 FORMAT_VERSION = 1
 CACHE_MODES = ("auto", "on", "off")
@@ -65,10 +65,6 @@ class CacheError(ValueError):
 
 class Damaged(Exception):
     """An entry on disk does not match its manifest or the data asking for it."""
-
-
-def warn(message: str) -> None:
-    print(f"readapt: warning: {message}", file=sys.stderr, flush=True)
 
 
 def default_cache_dir() -> Path:
@@ -98,8 +94,6 @@ def _hub_snapshot(name: str) -> Optional[Path]:
 def _files(name: str) -> dict[str, dict]:
     """Fingerprints (size + sha256) of a model folder's files, by name: a local folder, or the Hub
     snapshot (one commit's files) that a Hub id was loaded from. Moving a folder keeps them."""
-    from readapt.rundir import file_fingerprint, model_files
-
     folder = Path(name) if name and Path(name).is_dir() else _hub_snapshot(name) if name else None
     return {p.name: file_fingerprint(p) for p in model_files(str(folder))} if folder else {}
 
@@ -420,9 +414,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
                                  desc=f"caching {name} states")
             found[name] = cache.build(keys[name], items, describe, states)
-    except OSError as exc:  # not writable, no space left, ...
-        what = describe_os_error(exc) if exc.filename else f"{cache.root}: {describe_os_error(exc)}"
-        problem = f"cannot write the state cache ({what}); pass --cache-dir elsewhere or --cache off"
+    except (OSError, CacheError) as exc:  # not writable, no space left, ...
+        problem = str(exc) if isinstance(exc, CacheError) else _write_problem(exc, cache.root)
         if mode == "on":
             raise CacheError(problem) from None
         warn(f"state cache off: {problem}")
@@ -444,6 +437,11 @@ def _attach(items: list[dict], states: list[torch.Tensor], layers: list[int], nu
         for key, _ in item_sequences(item):
             item[key] = next(per_sequence)
         item["state_layers"] = rows
+
+
+def _write_problem(exc: OSError, root: Path) -> str:
+    what = describe_os_error(exc) if exc.filename else f"{root}: {describe_os_error(exc)}"
+    return f"cannot write the state cache ({what}); pass --cache-dir elsewhere or --cache off"
 
 
 def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]:
