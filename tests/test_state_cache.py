@@ -24,7 +24,7 @@ from readapt.data import Example, encode
 from readapt.evaluate import attach_states, model_inputs
 from readapt.model import ReadModel
 from readapt.rundir import check_resume_args
-from readapt.state_cache import StateCache, use_state_cache
+from readapt.state_cache import use_state_cache
 from readapt.train import TrainArgs, read_run_config, train
 
 PAIRS = [("a man sleeps", "someone rests", "yes"), ("a dog runs", "the cat sleeps", "no"),
