@@ -42,7 +42,8 @@ def files(tmp_path_factory):
     (d / "train.csv").write_text("text,label\n" + csv_rows(24))
     (d / "val.csv").write_text("text,label\n" + csv_rows(8, offset=3))
     for name, n in (("pairs.csv", 16), ("pairs-val.csv", 8)):
-        (d / name).write_text("\n".join(["premise,hypothesis,label"] + [",".join(PAIRS[i % 4]) for i in range(n)]) + "\n")
+        rows = ["premise,hypothesis,label"] + [",".join(PAIRS[i % 4]) for i in range(n)]
+        (d / name).write_text("\n".join(rows) + "\n")
     return d
 
 
@@ -101,7 +102,8 @@ def test_cached_run_is_the_uncached_run_bit_for_bit_and_the_second_run_never_run
         assert torch.equal(_weights(tmp_path / "miss")[name], tensor), name
     # Another seed and side config (auto: on for READ): every state is read from disk.
     calls.frozen = 0
-    hit = train(_args(tiny_model_dir, files, tmp_path / "hit", cache_dir=cache_dir, seed=1, rnn_type="gru"), argv=["t"])
+    hit = train(_args(tiny_model_dir, files, tmp_path / "hit", cache_dir=cache_dir, seed=1, rnn_type="gru"),
+                argv=["t"])
     assert (hit["cache"], hit["cache_bytes"], calls.frozen, calls.in_loop) == ("hit", miss["cache_bytes"], 0, 0)
     # What is stored: the layers read (1..N, the last being the final state; not the embeddings), real tokens only.
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -218,7 +220,8 @@ def test_a_damaged_shard_is_detected_and_rebuilt_never_used(tiny_model_dir, tmp_
     again = _encoded(tokenizer)
     assert _use(model, tokenizer, again, tmp_path, tiny_model_dir)["cache"] == "miss"
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is damaged or stale (shard-00000.bin does not match its sha256); rebuilding it" in err[0]
+    assert len(err) == 1
+    assert "is damaged or stale (shard-00000.bin does not match its sha256); rebuilding it" in err[0]
     assert all(torch.equal(a, b["states"]) for a, b in zip(first, again))
     # A truncated shard, and a manifest naming another key: the same.
     (shard,) = tmp_path.glob("*/shard-00000.bin")
@@ -250,10 +253,13 @@ def test_a_changed_model_or_data_is_another_key(tiny_model_dir, files, tmp_path)
     assert _use(changed, tokenizer, _encoded(tokenizer), tmp_path, str(copy))["cache"] == "miss"
     # Through `train`: a changed data file is a miss for its split only.
     cache_dir = str(tmp_path / "runs-cache")
-    assert train(_args(tiny_model_dir, files, tmp_path / "a", cache_dir=cache_dir, epochs=1), argv=["t"])["cache"] == "miss"
+    def run(data, out):
+        return train(_args(tiny_model_dir, data, tmp_path / out, cache_dir=cache_dir, epochs=1))
+
+    assert run(files, "a")["cache"] == "miss"
     data = Path(shutil.copytree(files, tmp_path / "data"))
     (data / "train.csv").write_text("text,label\n" + csv_rows(24, offset=1))
-    assert train(_args(tiny_model_dir, data, tmp_path / "b", cache_dir=cache_dir, epochs=1), argv=["t"])["cache"] == "miss"
+    assert run(data, "b")["cache"] == "miss"
     assert len([p for p in Path(cache_dir).iterdir() if p.is_dir()]) == 3  # two train entries, one validation
 
 
@@ -290,16 +296,20 @@ def test_an_unusable_cache_folder_is_one_line_or_a_warning(tiny_model_dir, files
     capsys.readouterr()
     metrics = train(_args(tiny_model_dir, files, tmp_path / "cap", epochs=1, cache_dir=str(tmp_path / "c3"),
                           cache_max_gb=0.0), argv=["t"])
-    assert metrics["cache"] == "off" and "above --cache-max-gb 0; raise it, or pass --cache on" in capsys.readouterr().out
+    assert metrics["cache"] == "off"
+    assert "above --cache-max-gb 0; raise it, or pass --cache on" in capsys.readouterr().out
 
 
 def test_separately_encoded_pairs_cache_both_texts(tiny_model_dir, files, tmp_path):
-    common = dict(model=tiny_model_dir, train_file=str(files / "pairs.csv"), validation_file=str(files / "pairs-val.csv"),
+    common = dict(model=tiny_model_dir, train_file=str(files / "pairs.csv"),
+                  validation_file=str(files / "pairs-val.csv"),
                   text_column=["premise", "hypothesis"], pair_encoding="separate", epochs=2, batch_size=8,
                   max_length=24, rnn_dim=8, device="cpu")
     off = train(TrainArgs(output=str(tmp_path / "off"), cache="off", **common), argv=["t"])
-    on = train(TrainArgs(output=str(tmp_path / "on"), cache="on", cache_dir=str(tmp_path / "c"), **common), argv=["t"])
-    assert on["cache"] == "miss" and [h["validation"] for h in on["history"]] == [h["validation"] for h in off["history"]]
+    on = train(TrainArgs(output=str(tmp_path / "on"), cache="on", cache_dir=str(tmp_path / "c"), **common),
+               argv=["t"])
+    assert on["cache"] == "miss"
+    assert [h["validation"] for h in on["history"]] == [h["validation"] for h in off["history"]]
     for name, tensor in _weights(tmp_path / "off").items():
         assert torch.equal(_weights(tmp_path / "on")[name], tensor), name
     manifests = [json.loads(m.read_text()) for m in (tmp_path / "c").glob("*/manifest.json")]
@@ -309,13 +319,15 @@ def test_separately_encoded_pairs_cache_both_texts(tiny_model_dir, files, tmp_pa
 def test_cache_flags_are_checked_and_do_not_block_resume(tiny_model_dir, files, tmp_path, capsys):
     argv = ["train", "--model", tiny_model_dir, "--train-file", str(files / "train.csv"), "--device", "cpu",
             "--output", str(tmp_path / "x")]
-    for extra, words in ((["--method", "full", "--cache", "on"], "--cache on works with --method read on classification "
-                          "and regression tasks (--method full has no frozen states to reuse); drop it"),
-                         (["--method", "probe", "--cache-states"], "--cache-states works with --method read"),
-                         (["--cache", "always"], "--cache always: choose one of auto, on, off"),
-                         (["--cache-dtype", "int8"], "--cache-dtype int8: choose one of float32, float16, bfloat16"),
-                         (["--cache-states", "--cache", "off"], "--cache-states is the old name of --cache on"),
-                         (["--cache-max-gb", "-1"], "--cache-max-gb -1.0 is out of range")):
+    refusals = [
+        (["--method", "full", "--cache", "on"], "--cache on works with --method read on classification and "
+                                                "regression tasks (--method full has no frozen states to reuse); drop it"),
+        (["--method", "probe", "--cache-states"], "--cache-states works with --method read"),
+        (["--cache", "always"], "--cache always: choose one of auto, on, off"),
+        (["--cache-dtype", "int8"], "--cache-dtype int8: choose one of float32, float16, bfloat16"),
+        (["--cache-states", "--cache", "off"], "--cache-states is the old name of --cache on"),
+        (["--cache-max-gb", "-1"], "--cache-max-gb -1.0 is out of range")]
+    for extra, words in refusals:
         assert words in one_error_line(capsys, [*argv, *extra])
     assert not (tmp_path / "x").exists()
     # The old flag is --cache on; a run made before the cache options existed still reads and resumes.

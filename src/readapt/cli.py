@@ -80,8 +80,9 @@ def cmd_eval(args: EvalArgs) -> int:
     separate = separate_pairs(run_args, spec, text_to_text)
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text, separate)
     # The run's states of this split, if its state cache still holds them (nothing is built here).
-    use_state_cache(model, tokenizer, {args.split: encoded}, model_name=run_args.model, max_length=run_args.max_length,
-                    separate_pairs=separate, device=device, batch_size=run_args.eval_batch_size,
+    use_state_cache(model, tokenizer, {args.split: encoded}, model_name=run_args.model,
+                    max_length=run_args.max_length, separate_pairs=separate, device=device,
+                    batch_size=run_args.eval_batch_size,
                     mode=cache_mode(run_args, text_to_text), cache_dir=run_args.cache_dir,
                     dtype=run_args.cache_dtype, build=False)
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)

@@ -93,7 +93,8 @@ def item_sequences(item: dict) -> list[tuple[str, dict]]:
 
 @torch.no_grad()
 def frozen_pass(model, sequences: list[dict], pad_token_id: int, device, batch_size: int = 64,
-                layers: Optional[list[int]] = None, desc: str = "caching states") -> Iterator[tuple[int, torch.Tensor]]:
+                layers: Optional[list[int]] = None,
+                desc: str = "caching states") -> Iterator[tuple[int, torch.Tensor]]:
     """Run the frozen backbone once over ``sequences`` (token fields, see item_sequences) and yield
     ``(i, states of sequences[i])``: layers x real tokens x d on the CPU, all layers 0..N or only
     ``layers``. The backbone is frozen and in eval mode, so these are exactly the states every

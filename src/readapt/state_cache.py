@@ -103,7 +103,8 @@ def model_fields(model_name: str, model, tokenizer) -> dict[str, Any]:
     dtype and attention implementation the backbone runs in."""
     backbone = model.base_model
     files = _files(model_name)
-    config = {k: v for k, v in backbone.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    config = {k: v for k, v in backbone.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version")}  # where it lives is not what it is
     return {"files": files,
             "name": None if files else model_name,  # without local files, the Hub id is all that names the weights
             "config": config, "attention": getattr(backbone.config, "_attn_implementation", None),
@@ -193,8 +194,8 @@ class _ShardWriter:
             self.file = None
 
 
-def _write_entry(folder: Path, key: str, items: list[dict], describe: dict, states: Iterator[tuple[int, torch.Tensor]],
-                 dtype: str) -> None:
+def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
+                 states: Iterator[tuple[int, torch.Tensor]], dtype: str) -> None:
     """Write one entry into ``folder`` (a fresh temporary one): shards, index, manifest last."""
     lengths = real_lengths(items)
     index = np.zeros((len(lengths), 3), dtype=np.int64)
@@ -251,15 +252,8 @@ def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype
         raise Damaged(f"its manifest does not match this key ({', '.join(wrong)})")
     lengths = real_lengths(items)
     try:
-        files = [manifest["index"], *manifest["shards"]]
-        for entry in files:
-            path = folder / entry["file"]
-            if Path(entry["file"]).name != entry["file"] or not path.is_file():
-                raise Damaged(f"{entry['file']} is missing")
-            if path.stat().st_size != entry["bytes"]:
-                raise Damaged(f"{entry['file']} is {path.stat().st_size} bytes, its manifest says {entry['bytes']}")
-            if _sha256(path) != entry["sha256"]:
-                raise Damaged(f"{entry['file']} does not match its sha256")
+        for entry in [manifest["index"], *manifest["shards"]]:
+            _check_file(folder, entry)
         index = np.load(folder / INDEX, allow_pickle=False)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise Damaged(f"it cannot be read ({type(exc).__name__}: {exc})") from None
@@ -273,12 +267,24 @@ def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype
         flat = torch.from_numpy(np.memmap(folder / entry["file"], dtype=numpy_dtype, mode="c"))  # copy-on-write
         flats.append(flat.view(torch_dtype) if torch_dtype == torch.bfloat16 else flat)
     out = []
+    capacity = [entry["bytes"] // itemsize for entry in manifest["shards"]]
     for shard, offset, tokens in index.tolist():
         size = layers * tokens * width
-        if not (0 <= shard < len(flats) and 0 <= offset and offset + size <= manifest["shards"][shard]["bytes"] // itemsize):
+        if not (0 <= shard < len(flats) and 0 <= offset and offset + size <= capacity[shard]):
             raise Damaged("its index points outside its shards")
         out.append(flats[shard][offset:offset + size].view(layers, tokens, width))
     return out
+
+
+def _check_file(folder: Path, entry: dict) -> None:
+    """A file of the entry has the size and sha256 its manifest says (a flipped bit is caught)."""
+    path = folder / entry["file"]
+    if Path(entry["file"]).name != entry["file"] or not path.is_file():  # a bare name inside the entry
+        raise Damaged(f"{entry['file']} is missing")
+    if path.stat().st_size != entry["bytes"]:
+        raise Damaged(f"{entry['file']} is {path.stat().st_size} bytes, its manifest says {entry['bytes']}")
+    if _sha256(path) != entry["sha256"]:
+        raise Damaged(f"{entry['file']} does not match its sha256")
 
 
 # -- the cache folder ----------------------------------------------------------------------------------
@@ -389,7 +395,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
               "separate_pairs": separate_pairs, "dtype": dtype, **describe}
     splits = {name: items for name, items in splits.items() if items}
     keys = {name: entry_key({**common, "tokens": tokens_fingerprint(items)}) for name, items in splits.items()}
-    sizes = {name: estimate_bytes(items, len(layers), model.runner.hidden_size, dtype) for name, items in splits.items()}
+    sizes = {name: estimate_bytes(items, len(layers), model.runner.hidden_size, dtype)
+             for name, items in splits.items()}
     found = {name: cache.load(keys[name], items, describe) for name, items in splits.items()}
     if not build:
         splits = {name: items for name, items in splits.items() if found[name] is not None}
