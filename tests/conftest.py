@@ -1,5 +1,8 @@
 """Shared fixtures; tiny random-init backbones live in tiny_models.py."""
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,14 +29,21 @@ def one_error_line(capsys, argv) -> str:
     return err[0]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _state_cache_in_tmp(tmp_path_factory):
+def pytest_configure(config):
     """READ runs cache the backbone's states on disk by default: the suite's go to a temporary
-    folder (and child processes inherit it), never into the home folder."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("READAPT_CACHE", str(tmp_path_factory.mktemp("state-cache")))
-    yield
-    patch.undo()
+    folder, never into the home folder. Set before collection, since modules copy os.environ
+    for their child processes at import (test_checkpoint.ENV)."""
+    config.readapt_old_cache = os.environ.get("READAPT_CACHE")
+    os.environ["READAPT_CACHE"] = config.readapt_cache = tempfile.mkdtemp(prefix="readapt-state-cache-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "readapt_cache", None):
+        shutil.rmtree(config.readapt_cache, ignore_errors=True)
+        if config.readapt_old_cache is None:
+            os.environ.pop("READAPT_CACHE", None)
+        else:
+            os.environ["READAPT_CACHE"] = config.readapt_old_cache
 
 
 @pytest.fixture(scope="session")

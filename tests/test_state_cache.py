@@ -357,3 +357,14 @@ def test_a_hub_model_is_keyed_by_the_snapshot_it_was_loaded_from(tiny_model_dir,
     assert by_id == by_folder and "model.safetensors" in by_id["files"]  # the same files, wherever they live
     not_cached = state_cache.model_fields("org/other", model, tokenizer)
     assert (not_cached["files"], not_cached["name"]) == ({}, "org/other")  # only the id names the weights
+
+
+def test_default_folder_and_the_suite_never_writes_into_home(monkeypatch):
+    assert not state_cache.default_cache_dir().resolve().is_relative_to(Path.home().resolve())  # conftest
+    monkeypatch.setenv("READAPT_CACHE", "/somewhere/states")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert state_cache.default_cache_dir() == Path("/somewhere/states")
+    monkeypatch.delenv("READAPT_CACHE")
+    assert state_cache.default_cache_dir() == Path("/xdg/readapt/states")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert state_cache.default_cache_dir() == Path.home() / ".cache" / "readapt" / "states"
