@@ -78,7 +78,8 @@ def cmd_eval(args: EvalArgs) -> int:
     from readapt.data import load_task
     from readapt.evaluate import encode_split, evaluate
     from readapt.rundir import check_finished
-    from readapt.train import load_run, separate_pairs
+    from readapt.state_cache import use_state_cache
+    from readapt.train import cache_mode, load_run, separate_pairs
 
     check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
@@ -91,8 +92,14 @@ def cmd_eval(args: EvalArgs) -> int:
     examples = getattr(data, args.split)
     if not examples:
         raise ValueError(f"the task has no {args.split} split")
-    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
-                           separate_pairs(run_args, spec, text_to_text))
+    separate = separate_pairs(run_args, spec, text_to_text)
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text, separate)
+    # The run's states of this split, if its state cache still holds them (nothing is built here).
+    use_state_cache(model, tokenizer, {args.split: encoded}, model_name=run_args.model,
+                    max_length=run_args.max_length, separate_pairs=separate, device=device,
+                    batch_size=run_args.eval_batch_size,
+                    mode=cache_mode(run_args, text_to_text), cache_dir=run_args.cache_dir,
+                    dtype=run_args.cache_dtype, build=False)
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text)
     print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
     return 0
