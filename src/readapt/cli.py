@@ -271,8 +271,16 @@ def _unwrap_optional(hint):
     return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
 
 
+def cmd_sweep(args) -> int:
+    from readapt.sweep import run_sweep
+
+    run_sweep(args)
+    return 0
+
+
 def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
     from readapt.bench import BenchArgs
+    from readapt.sweep import SweepArgs
     from readapt.train import TrainArgs
 
     return {
@@ -281,6 +289,7 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
         "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
+        "sweep": (SweepArgs, cmd_sweep, "READ side-network configs on one task over one state cache; best on validation"),
     }
 
 
