@@ -1,5 +1,8 @@
 """Shared fixtures; tiny random-init backbones live in tiny_models.py."""
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,23 @@ def one_error_line(capsys, argv) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("readapt: error: "), err
     return err[0]
+
+
+def pytest_configure(config):
+    """READ runs cache the backbone's states on disk by default: the suite's go to a temporary
+    folder, never into the home folder. Set before collection, since modules copy os.environ
+    for their child processes at import (test_checkpoint.ENV)."""
+    config.readapt_old_cache = os.environ.get("READAPT_CACHE")
+    os.environ["READAPT_CACHE"] = config.readapt_cache = tempfile.mkdtemp(prefix="readapt-state-cache-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "readapt_cache", None):
+        shutil.rmtree(config.readapt_cache, ignore_errors=True)
+        if config.readapt_old_cache is None:
+            os.environ.pop("READAPT_CACHE", None)
+        else:
+            os.environ["READAPT_CACHE"] = config.readapt_old_cache
 
 
 @pytest.fixture(scope="session")

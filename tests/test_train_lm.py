@@ -161,11 +161,15 @@ def test_instruction_pairs_train_and_report_exact_match(model_dirs, files, tmp_p
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_cache_states_gives_the_live_result_for_causal_lm(model_dirs, files, tmp_path, quiet, dtype):
-    live = train(_args(model_dirs, files, tmp_path / "live", epochs=1, backbone_dtype=dtype), argv=["test"])
-    cached = train(_args(model_dirs, files, tmp_path / "cached", epochs=1, cache_states=True, backbone_dtype=dtype),
-                   argv=["test"])
+def test_state_cache_gives_the_live_result_for_causal_lm(model_dirs, files, tmp_path, quiet, dtype, capsys):
+    live = train(_args(model_dirs, files, tmp_path / "live", epochs=1, backbone_dtype=dtype, cache="off"), argv=["test"])
+    out = tmp_path / "cached"
+    cached = train(_args(model_dirs, files, out, epochs=1, backbone_dtype=dtype, cache="on"), argv=["test"])
+    assert live["cache"] != cached["cache"]  # the second run read its states from the disk cache
     assert cached["validation"]["loss"] == pytest.approx(live["validation"]["loss"], rel=1e-5)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0  # eval reads it too
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(cached["validation"]["loss"], rel=1e-5)
 
 
 def test_interrupted_lm_run_resumes_to_the_same_weights(model_dirs, files, tmp_path, monkeypatch, quiet):
@@ -205,8 +209,9 @@ def test_interrupted_lm_run_resumes_to_the_same_weights(model_dirs, files, tmp_p
     (["--max-length", "100"], "gpt2", "--max-length 100 is longer than the model's context (64 tokens)"),
     (["--task-type", "causal_lm"], "t5", "--task-type causal_lm needs a causal model; t5 is seq2seq: use --task-type seq2seq_lm"),
     (["--task-type", "seq2seq_lm", "--train-file", "PAIRS", "--prompt-column", "question", "--response-column",
-      "answer", "--cache-states"], "t5",
-     "--cache-states works with --method read on classification, regression and causal_lm tasks"),
+      "answer", "--cache", "on"], "t5",
+     "--cache on works with --method read on classification, regression and causal_lm tasks (the cache holds no "
+     "encoder-decoder states)"),
     (["--task", "rotten_tomatoes"], "gpt2", "--task-type causal_lm trains on your own files: pass --train-file"),
 ])
 def test_bad_lm_options_are_one_line_errors(model_dirs, files, tmp_path, capsys, quiet, extra, family, message):

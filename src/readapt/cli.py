@@ -77,7 +77,8 @@ def cmd_eval(args: EvalArgs) -> int:
 
     from readapt.evaluate import encode_split, evaluate
     from readapt.rundir import check_finished
-    from readapt.train import load_data, load_run, separate_pairs
+    from readapt.state_cache import use_state_cache
+    from readapt.train import cache_mode, load_data, load_run, separate_pairs
 
     check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
@@ -87,8 +88,15 @@ def cmd_eval(args: EvalArgs) -> int:
     examples = getattr(data, args.split)
     if not examples:
         raise ValueError(f"the task has no {args.split} split")
-    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text,
-                           separate_pairs(run_args, spec, text_to_text), run_args.task_type, args.split)
+    separate = separate_pairs(run_args, spec, text_to_text)
+    encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text, separate,
+                           run_args.task_type, args.split)
+    # The run's states of this split, if its state cache still holds them (nothing is built here).
+    use_state_cache(model, tokenizer, {args.split: encoded}, model_name=run_args.model,
+                    max_length=run_args.max_length, separate_pairs=separate, device=device,
+                    batch_size=run_args.eval_batch_size,
+                    mode=cache_mode(run_args, text_to_text), cache_dir=run_args.cache_dir,
+                    dtype=run_args.cache_dtype, build=False)
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text,
                       task_type=run_args.task_type)
     print(json.dumps({"run": args.run, "split": args.split, **{k: float(np.round(v, 6)) for k, v in scores.items()}}))
@@ -264,8 +272,16 @@ def _unwrap_optional(hint):
     return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
 
 
+def cmd_sweep(args) -> int:
+    from readapt.sweep import run_sweep
+
+    run_sweep(args)
+    return 0
+
+
 def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
     from readapt.bench import BenchArgs
+    from readapt.sweep import SweepArgs
     from readapt.train import TrainArgs
 
     return {
@@ -274,6 +290,7 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
         "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
+        "sweep": (SweepArgs, cmd_sweep, "READ side-network configs on one task over one state cache; best on validation"),
     }
 
 

@@ -9,6 +9,7 @@ tokens, and a teacher-forced exact match where responses are short (:func:`evalu
 from __future__ import annotations
 
 import math
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -29,9 +30,14 @@ def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_t
     return encode(examples, tokenizer, max_length, separate_pairs)
 
 
+# Keys of the backbone states an item may carry (attach_states, or the on-disk cache in
+# state_cache.py): the states of its sequence(s), and which layers they hold.
+STATE_KEYS = ("states", "states" + SECOND, "state_layers")
+
+
 def without_states(items: list[dict]) -> list[dict]:
     """The items' token fields only, without cached backbone states (see attach_states)."""
-    return [{k: v for k, v in item.items() if k not in ("states", "states" + SECOND)} for item in items]
+    return [{k: v for k, v in item.items() if k not in STATE_KEYS} for item in items]
 
 
 def _stack_pairs(batch: dict, pad_token_id: int) -> dict:
@@ -53,7 +59,11 @@ def _stack_pairs(batch: dict, pad_token_id: int) -> dict:
 
 def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> dict:
     """A padded batch for ``model(**batch)``. Items carrying cached backbone states (see
-    attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids."""
+    attach_states) become ``{"states": BackboneStates, "labels": ...}`` instead of token ids.
+
+    Cached states hold every layer (attach_states), or only the layers READ reads (the disk cache):
+    then ``item["state_layers"]`` maps each layer 0..N to its row in ``item["states"]`` (None: not
+    stored, and None in ``hidden_states``, which nothing reads)."""
     batch = collate(without_states(items), pad_token_id)
     if "input_ids" + SECOND in batch:
         batch = _stack_pairs(batch, pad_token_id)
@@ -67,15 +77,18 @@ def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> 
         if "states" + SECOND in items[0]:  # the same row order as _stack_pairs
             rows += [item["states" + SECOND] for item in items]
         layers, _, dim = rows[0].shape
-        padded = torch.zeros(layers, len(rows), mask.shape[1], dim)
+        padded = torch.zeros(layers, len(rows), mask.shape[1], dim)  # fp32, whatever the cache stores
         for j, states in enumerate(rows):
             padded[:, j, :states.shape[1]] = states
-        inputs = {"states": BackboneStates(tuple(padded.to(device).unbind(0)), mask),
+        stored = padded.to(device).unbind(0)
+        where = items[0].get("state_layers") or range(layers)
+        hidden = tuple(None if row is None else stored[row] for row in where)
+        inputs = {"states": BackboneStates(hidden, mask),
                   **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
     return inputs
 
 
-def _sequences(item: dict) -> list[tuple[str, dict]]:
+def item_sequences(item: dict) -> list[tuple[str, dict]]:
     """(states key, token fields) of each sequence an item holds: one, or two for separate pairs."""
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in item]
     found = [("states", {k: item[k] for k in keys})]
@@ -85,21 +98,33 @@ def _sequences(item: dict) -> list[tuple[str, dict]]:
 
 
 @torch.no_grad()
-def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_size: int = 64) -> None:
-    """Run the frozen backbone once over ``encoded`` and keep each example's per-layer states on
-    its item (``item["states"]``: layers x real tokens x d, on the CPU; ``states_b`` for the second
-    text of a separately encoded pair). The backbone is frozen and in eval mode, so these are
-    exactly the states every later epoch would recompute."""
-    sequences = [(item, key, fields) for item in encoded for key, fields in _sequences(item)]
+def frozen_pass(model, sequences: list[dict], pad_token_id: int, device, batch_size: int = 64,
+                layers: Optional[list[int]] = None,
+                desc: str = "caching states") -> Iterator[tuple[int, torch.Tensor]]:
+    """Run the frozen backbone once over ``sequences`` (token fields, see item_sequences) and yield
+    ``(i, states of sequences[i])``: layers x real tokens x d on the CPU, all layers 0..N or only
+    ``layers``. The backbone is frozen and in eval mode, so these are exactly the states every
+    epoch would recompute. Each yielded tensor is a view of its batch: clone it to keep it."""
     # Longest first, so each batch holds sequences of similar length: little padding to run
     # through the backbone (a real saving on sentence pairs, whose lengths vary a lot).
-    sequences.sort(key=lambda s: -len(s[2]["input_ids"]))
-    for start in tqdm(range(0, len(sequences), batch_size), desc="caching states", leave=False, mininterval=2):
-        chunk = sequences[start:start + batch_size]
-        batch = model_inputs([fields for _, _, fields in chunk], pad_token_id, device)
-        stacked = torch.stack(model.backbone_states(**batch).hidden_states).cpu()  # (L+1, B, T, d)
-        for j, (item, key, _) in enumerate(chunk):  # right padding: the real tokens come first
-            item[key] = stacked[:, j, :int(batch["attention_mask"][j].sum())].clone()
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]["input_ids"]))
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, mininterval=2):
+        chunk = order[start:start + batch_size]
+        batch = model_inputs([sequences[i] for i in chunk], pad_token_id, device)
+        hidden = model.backbone_states(**batch).hidden_states
+        stacked = torch.stack([hidden[i] for i in layers] if layers is not None else hidden).cpu()  # (L, B, T, d)
+        for j, i in enumerate(chunk):  # right padding: the real tokens come first
+            yield i, stacked[:, j, :int(batch["attention_mask"][j].sum())]
+
+
+def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_size: int = 64) -> None:
+    """Run the frozen backbone once over ``encoded`` and keep each example's per-layer states on
+    its item, in RAM (``item["states"]``: all layers x real tokens x d, on the CPU; ``states_b``
+    for the second text of a separately encoded pair). state_cache.py keeps them on disk instead."""
+    sequences = [(item, key, fields) for item in encoded for key, fields in item_sequences(item)]
+    for i, states in frozen_pass(model, [fields for _, _, fields in sequences], pad_token_id, device, batch_size):
+        item, key, _ = sequences[i]
+        item[key] = states.clone()
 
 
 @torch.no_grad()

@@ -54,7 +54,9 @@ _STEP_FILES = frozenset((ckpt.TRAINABLE_NAME, ckpt.TRAINABLE_NAME + ".tmp", ckpt
 
 # Options that may change between a run and its --resume: they do not change what is trained
 # (a run folder may also be moved or renamed between the two).
-RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data")
+# The state cache's options only say where the frozen pass's states come from.
+RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data",
+                     "cache", "cache_dir", "cache_max_gb", "cache_dtype", "cache_states")
 
 
 class RunBusy(ValueError):
@@ -428,7 +430,7 @@ def _data_files(args) -> list[tuple[str, Path]]:
     return [(flag, path) for flag, path in files if path.is_file()]
 
 
-def _model_files(model: str) -> list[Path]:
+def model_files(model: str) -> list[Path]:
     folder = Path(model)
     if not folder.is_dir():  # a Hub id: no local files to fingerprint (the examples still are)
         return []
@@ -440,7 +442,7 @@ def fingerprints(args, data) -> dict[str, Any]:
     """What --resume compares: the files read (data, model) and the loaded examples of every split
     (which also covers data from a package or the Hub)."""
     files = {str(path): {"flag": flag, **file_fingerprint(path)} for flag, path in _data_files(args)}
-    files.update({str(path): {"flag": "--model", **file_fingerprint(path)} for path in _model_files(args.model)})
+    files.update({str(path): {"flag": "--model", **file_fingerprint(path)} for path in model_files(args.model)})
     splits = {name: _examples_fingerprint(getattr(data, name)) for name in ("train", "validation", "test")}
     return {"files": files, "splits": splits}
 

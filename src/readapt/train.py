@@ -35,11 +35,12 @@ from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files
-from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
+from readapt.evaluate import encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
+from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, use_state_cache
 
 RUN_CONFIG = rundir.RUN_CONFIG
 METRICS = rundir.METRICS
@@ -124,9 +125,19 @@ class TrainArgs:
                 "methods that train backbone weights (full, bitfit, lora, prompt, adapter) keep them in "
                 "float32, so auto means float32 for them"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
-    cache_states: bool = field(default=False, metadata={
-        "help": "READ classification and causal_lm: run the frozen backbone once and reuse its states every "
-                "epoch (much faster; holds layers x tokens x d floats per example in RAM)"})
+    cache: str = field(default="auto", metadata={
+        "help": "READ on classification, regression and causal_lm: keep the frozen backbone's states in a disk "
+                "cache, computed once and reused by every epoch, seed, side config and later run on the same data: "
+                "auto (on when it fits --cache-max-gb and the free space), on or off"})
+    cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "state cache folder (default: $READAPT_CACHE, else $XDG_CACHE_HOME/readapt/states, "
+                "else ~/.cache/readapt/states)"})
+    cache_max_gb: float = field(default=8.0, metadata={
+        "help": "--cache auto builds what is missing only if this run's states take at most this many GiB"})
+    cache_dtype: str = field(default="float32", metadata={
+        "help": "state cache storage: float32 (results identical to no cache), float16 or bfloat16 (half the "
+                "disk; results within rounding)"})
+    cache_states: bool = field(default=False, metadata={"help": "old name of --cache on"})
 
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
@@ -176,6 +187,14 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner != "norm" and args.method != "read":
         raise ValueError(f"--joiner {args.joiner} is a READ option; drop it for --method {args.method}")
+    if args.cache not in CACHE_MODES:
+        raise ValueError(f"--cache {args.cache}: choose one of {', '.join(CACHE_MODES)}")
+    if args.cache_states and args.cache == "off":
+        raise ValueError("--cache-states is the old name of --cache on; drop it or --cache off")
+    if args.cache_dtype not in CACHE_DTYPES:
+        raise ValueError(f"--cache-dtype {args.cache_dtype}: choose one of {', '.join(CACHE_DTYPES)}")
+    if not (0 <= args.cache_max_gb <= 1e6 and math.isfinite(args.cache_max_gb)):
+        raise ValueError(f"--cache-max-gb {args.cache_max_gb} is out of range: use 0..1000000 (GiB)")
     check_task_type(args)
 
 
@@ -262,6 +281,21 @@ def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:
     return "last" if kind == "causal" else "mean"
 
 
+def cache_mode(args: TrainArgs, text_to_text: bool) -> str:
+    """on, auto or off: --cache (--cache-states is on); auto is off where nothing reuses states."""
+    mode = "on" if args.cache_states else args.cache
+    if mode != "off" and (args.method != "read" or text_to_text):
+        if mode == "on":
+            flag = "--cache-states" if args.cache_states else "--cache on"
+            why = (f"--method {args.method} has no frozen states to reuse" if args.method != "read"
+                   else "the cache holds no encoder-decoder states" if args.task_type == "seq2seq_lm"
+                   else "text-to-text models (T5) rescore every target text through the decoder")
+            raise ValueError(f"{flag} works with --method read on classification, regression and causal_lm tasks "
+                             f"({why}); drop it")
+        return "off"
+    return mode
+
+
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     """(model, tokenizer, text_to_text) for a run's arguments: the same for train, eval and predict."""
     # Weights a method trains stay in fp32: a method that trains the backbone's loads it in fp32.
@@ -346,15 +380,11 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     if args.pooling == "pair" and not (text_to_text or separate) and "segment_ids" not in enc["train"][0]:
         raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
                          "from); this model's tokenizer is a slow one: use --pooling mean")
-    cache_seconds = 0.0  # the frozen pass that --cache-states runs once, before the loop
-    if args.cache_states:
-        if args.method != "read" or text_to_text:
-            raise ValueError("--cache-states works with --method read on classification, regression and "
-                             "causal_lm tasks; drop it")
-        started = time.perf_counter()
-        for split in enc.values():
-            attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
-        cache_seconds = time.perf_counter() - started
+    # The frozen pass, once per example and kept on disk (state_cache.py): the loop then reads states.
+    cache = use_state_cache(model, tokenizer, enc, model_name=args.model, max_length=args.max_length,
+                            separate_pairs=separate, device=device, batch_size=args.eval_batch_size,
+                            mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
+                            max_gb=args.cache_max_gb, dtype=args.cache_dtype)
 
     # Everything is valid: only now does the run folder get files (--overwrite clears the old ones).
     run.begin(args, {"args": dataclasses.asdict(args), "task": spec.to_dict(), "lr": lr,
@@ -411,7 +441,7 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
         "trainable_percent": round(100.0 * trainable / total, 4),
         "epochs": args.epochs, "lr": lr, "batch_size": args.batch_size, "max_length": args.max_length,
         "train_examples": len(data.train), "train_seconds": round(progress["train_seconds"], 3),
-        "cache_seconds": round(cache_seconds, 3),
+        "cache": cache["cache"], "cache_seconds": round(cache["cache_seconds"], 3), "cache_bytes": cache["cache_bytes"],
         "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
         "cost": cost, "inference": inference, "device": str(device),
@@ -613,8 +643,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
-              "backbone_dtype": "auto", "task_type": "classification", "prompt_column": None,
-              "response_column": None}
+              "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
+              "cache_dtype": "float32", "task_type": "classification", "prompt_column": None, "response_column": None}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

@@ -1,0 +1,486 @@
+"""The state cache: the frozen backbone's states on disk, computed once per example and reused by
+every epoch, seed, side-network config (r, lr, RNN type, ...) and later run on the same data.
+
+READ never differentiates the backbone, and the backbone stays in eval mode, so an example's
+states never change. A cache entry holds one split's states: only the layers READ reads
+(model.layers, plus the final state the correction lands on) and only real tokens.
+
+    $READAPT_CACHE  (else $XDG_CACHE_HOME/readapt/states, else ~/.cache/readapt/states)
+      CACHEDIR.TAG                  marks the folder as a cache (backup tools skip it)
+      .lock                         flock: shared while building, exclusive to clear killed builds
+      <key>/manifest.json           what the entry holds; size + sha256 of every file (written last)
+      <key>/index.npy               per sequence: shard, offset (in values), real tokens
+      <key>/shard-00000.bin ...     raw float32/float16/bfloat16 values, (layers, tokens, d) per sequence
+      tmp-<key>-<pid>-<random>/     an entry being built, renamed to <key> once complete
+
+* The key is a sha256 of everything that determines the states: the model's files and config,
+  the tokenizer, max length, pair encoding, the layers stored, the split's token ids, the storage
+  dtype, the device type, library versions and this format's version. Change any: another key.
+* Built into a temporary folder, manifest last, then renamed: a kill leaves no entry. Every load
+  checks the manifest and each file's size and sha256 first: a damaged entry is rebuilt (with a
+  warning), never used. Shards are memory-mapped: the OS pages states in as batches need them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from readapt.evaluate import frozen_pass, item_sequences
+from readapt.inputs import describe_os_error, human_bytes
+from readapt.rundir import file_fingerprint, model_files, warn
+
+FORMAT_VERSION = 1
+CACHE_MODES = ("auto", "on", "off")
+# Storage dtypes: (torch dtype, numpy dtype of the raw values). numpy has no bfloat16: its bits
+# are stored as uint16 and viewed as bfloat16 by torch.
+CACHE_DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16),
+                "bfloat16": (torch.bfloat16, np.uint16)}
+SHARD_BYTES = 1 << 30      # a new shard file after about 1 GiB
+FREE_MARGIN = 256 << 20    # space left free on the cache's disk after building
+MANIFEST = "manifest.json"
+INDEX = "index.npy"
+LOCK = ".lock"
+TMP_PREFIX = "tmp-"
+_MANIFEST_LIMIT = 16 << 20
+_HASH_BLOCK = 4 << 20
+
+
+class CacheError(ValueError):
+    """The cache cannot be used as asked (--cache on): one line naming the way out."""
+
+
+class Damaged(Exception):
+    """An entry on disk does not match its manifest or the data asking for it."""
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("READAPT_CACHE"):
+        return Path(os.environ["READAPT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "readapt" / "states"
+
+
+# -- what an entry is keyed by -------------------------------------------------------------------------
+def stored_layers(model) -> list[int]:
+    """The hidden states READ reads: its layers, and the final one the correction lands on."""
+    return sorted(set(model.layers) | {model.runner.num_layers})
+
+
+def _hub_snapshot(name: str) -> Optional[Path]:
+    """The local snapshot folder of a Hub model id (its commit's files), if it is in the HF cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an id that is not a valid repo name: nothing cached under it
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _files(name: str) -> dict[str, dict]:
+    """Fingerprints (size + sha256) of a model folder's files, by name: a local folder, or the Hub
+    snapshot (one commit's files) that a Hub id was loaded from. Moving a folder keeps them."""
+    folder = Path(name) if name and Path(name).is_dir() else _hub_snapshot(name) if name else None
+    return {p.name: file_fingerprint(p) for p in model_files(str(folder))} if folder else {}
+
+
+def model_fields(model_name: str, model, tokenizer) -> dict[str, Any]:
+    """The backbone and tokenizer, as what determines their states: their files, the config, the
+    dtype and attention implementation the backbone runs in."""
+    backbone = model.base_model
+    files = _files(model_name)
+    config = {k: v for k, v in backbone.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version")}  # where it lives is not what it is
+    return {"files": files,
+            "name": None if files else model_name,  # without local files, the Hub id is all that names the weights
+            "config": config, "attention": getattr(backbone.config, "_attn_implementation", None),
+            "dtype": str(next(backbone.parameters()).dtype),
+            "tokenizer": [type(tokenizer).__name__, tokenizer.pad_token_id,
+                          _files(getattr(tokenizer, "name_or_path", "") or "")]}
+
+
+def tokens_fingerprint(items: list[dict]) -> str:
+    """sha256 of every sequence's token ids, token types and mask, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        for _, fields in item_sequences(item):
+            for name in sorted(fields):
+                values = np.asarray(fields[name], dtype=np.int64)
+                digest.update(f"{name}:{values.size};".encode())
+                digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def entry_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:40]
+
+
+def real_lengths(items: list[dict]) -> list[int]:
+    """Real tokens of each sequence, item by item (two per item for separately encoded pairs)."""
+    return [int(sum(fields["attention_mask"])) if "attention_mask" in fields else len(fields["input_ids"])
+            for item in items for _, fields in item_sequences(item)]
+
+
+def estimate_bytes(items: list[dict], layers: int, hidden_size: int, dtype: str) -> int:
+    width = np.dtype(CACHE_DTYPES[dtype][1]).itemsize
+    return sum(real_lengths(items)) * layers * hidden_size * width
+
+
+# -- one entry ----------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _ShardWriter:
+    """Appends each sequence's states to the current shard; sha256 computed as the bytes go out."""
+
+    def __init__(self, folder: Path, dtype: str):
+        self.folder, self.dtype = folder, dtype
+        self.torch_dtype, self.numpy_dtype = CACHE_DTYPES[dtype]
+        self.shards: list[dict] = []
+        self.file, self.digest, self.values = None, None, 0
+
+    def write(self, states: torch.Tensor) -> tuple[int, int]:
+        """(shard number, offset in values) of ``states`` once written."""
+        values = states.to(self.torch_dtype).contiguous()
+        if self.torch_dtype == torch.bfloat16:
+            values = values.view(torch.int16)
+        raw = values.numpy()
+        if self.file is None or (self.values and (self.values + raw.size) * raw.itemsize > SHARD_BYTES):
+            self._finish()
+            name = f"shard-{len(self.shards):05d}.bin"
+            self.file, self.digest, self.values = open(self.folder / name, "xb"), hashlib.sha256(), 0
+            self.shards.append({"file": name})
+        offset = self.values
+        self.file.write(memoryview(raw).cast("B"))
+        self.digest.update(memoryview(raw).cast("B"))
+        self.values += raw.size
+        return len(self.shards) - 1, offset
+
+    def _finish(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.shards[-1].update(bytes=self.values * np.dtype(self.numpy_dtype).itemsize,
+                                   sha256=self.digest.hexdigest())
+            self.file = None
+
+    def close(self) -> list[dict]:
+        self._finish()
+        return self.shards
+
+    def abort(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
+                 states: Iterator[tuple[int, torch.Tensor]], dtype: str) -> None:
+    """Write one entry into ``folder`` (a fresh temporary one): shards, index, manifest last."""
+    lengths = real_lengths(items)
+    index = np.zeros((len(lengths), 3), dtype=np.int64)
+    writer = _ShardWriter(folder, dtype)
+    try:
+        for i, tensor in states:
+            shard, offset = writer.write(tensor)
+            index[i] = (shard, offset, tensor.shape[1])
+        shards = writer.close()
+    finally:
+        writer.abort()
+    with open(folder / INDEX, "xb") as f:
+        np.save(f, index, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    manifest = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, **describe,
+                "dtype": dtype, "sequences": len(lengths), "items": len(items),
+                "bytes": sum(s["bytes"] for s in shards),
+                "index": {"file": INDEX, "bytes": (folder / INDEX).stat().st_size, "sha256": _sha256(folder / INDEX)},
+                "shards": shards}
+    with open(folder / MANIFEST, "x", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype: str) -> list[torch.Tensor]:
+    """Each sequence's states (layers x tokens x d, memory-mapped), after checking the manifest,
+    every file's size and sha256, and the index against the sequences asking for them."""
+    try:
+        with open(folder / MANIFEST, "rb") as f:
+            manifest = json.loads(f.read(_MANIFEST_LIMIT + 1))
+    except (OSError, ValueError) as exc:
+        raise Damaged(f"its {MANIFEST} is unreadable ({type(exc).__name__})") from None
+    expected = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, "dtype": dtype, **describe}
+    if not isinstance(manifest, dict):
+        raise Damaged(f"its {MANIFEST} holds no object")
+    wrong = [name for name, value in expected.items() if manifest.get(name) != value]
+    if wrong:
+        raise Damaged(f"its manifest does not match this key ({', '.join(wrong)})")
+    lengths = real_lengths(items)
+    try:
+        for entry in [manifest["index"], *manifest["shards"]]:
+            _check_file(folder, entry)
+        index = np.load(folder / INDEX, allow_pickle=False)
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise Damaged(f"it cannot be read ({type(exc).__name__}: {exc})") from None
+    layers, width = len(describe["layers"]), describe["hidden_size"]
+    if index.shape != (len(lengths), 3) or index.dtype != np.int64 or not np.array_equal(index[:, 2], lengths):
+        raise Damaged("its index does not match the examples' token counts")
+    torch_dtype, numpy_dtype = CACHE_DTYPES[dtype]
+    itemsize = np.dtype(numpy_dtype).itemsize
+    flats = []
+    for entry in manifest["shards"]:
+        flat = torch.from_numpy(np.memmap(folder / entry["file"], dtype=numpy_dtype, mode="c"))  # copy-on-write
+        flats.append(flat.view(torch_dtype) if torch_dtype == torch.bfloat16 else flat)
+    out = []
+    capacity = [entry["bytes"] // itemsize for entry in manifest["shards"]]
+    for shard, offset, tokens in index.tolist():
+        size = layers * tokens * width
+        if not (0 <= shard < len(flats) and 0 <= offset and offset + size <= capacity[shard]):
+            raise Damaged("its index points outside its shards")
+        out.append(flats[shard][offset:offset + size].view(layers, tokens, width))
+    return out
+
+
+def _check_file(folder: Path, entry: dict) -> None:
+    """A file of the entry has the size and sha256 its manifest says (a flipped bit is caught)."""
+    path = folder / entry["file"]
+    if Path(entry["file"]).name != entry["file"] or not path.is_file():  # a bare name inside the entry
+        raise Damaged(f"{entry['file']} is missing")
+    if path.stat().st_size != entry["bytes"]:
+        raise Damaged(f"{entry['file']} is {path.stat().st_size} bytes, its manifest says {entry['bytes']}")
+    if _sha256(path) != entry["sha256"]:
+        raise Damaged(f"{entry['file']} does not match its sha256")
+
+
+# -- the cache folder ----------------------------------------------------------------------------------
+class StateCache:
+    """Entries in ``root``, stored as ``dtype`` (float32: the states exactly as computed)."""
+
+    def __init__(self, root: str | Path | None = None, dtype: str = "float32"):
+        if dtype not in CACHE_DTYPES:
+            raise ValueError(f"--cache-dtype {dtype}: choose one of {', '.join(CACHE_DTYPES)}")
+        self.root = Path(root) if root else default_cache_dir()
+        self.dtype = dtype
+
+    def load(self, key: str, items: list[dict], describe: dict) -> Optional[list[torch.Tensor]]:
+        """The entry's states per sequence, or None: not there, or damaged (then warned about and
+        moved out of the way, so that it is rebuilt)."""
+        folder = self.root / key
+        if not folder.is_dir():
+            return None
+        try:
+            return _read_entry(folder, key, items, describe, self.dtype)
+        except Damaged as exc:
+            warn(f"state cache entry {folder} is damaged or stale ({exc}); rebuilding it")
+            self._discard(folder)
+            return None
+
+    def build(self, key: str, items: list[dict], describe: dict,
+              states: Iterator[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
+        """Write the entry from ``states`` (see frozen_pass) and load it back. A failure or a kill
+        leaves no entry: only a temporary folder, removed now or by the next build."""
+        self._prepare()
+        with self._lock(fcntl.LOCK_SH):  # while held, no one clears our temporary folder
+            tmp = self.root / f"{TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            try:
+                _write_entry(tmp, key, items, describe, states, self.dtype)
+                try:
+                    os.rename(tmp, self.root / key)
+                except OSError as exc:  # another process finished the same entry first: use theirs
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                _fsync_dir(self.root)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        loaded = self.load(key, items, describe)
+        if loaded is None:
+            raise CacheError(f"state cache entry {self.root / key} could not be read back after building it; "
+                             f"pass --cache off")
+        return loaded
+
+    def _prepare(self) -> None:
+        """Make the folder, tag it, and clear temporary folders of builds that were killed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tag = self.root / "CACHEDIR.TAG"
+        if not tag.exists():
+            tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
+                           "# readapt's state cache: the frozen backbone's states. Safe to delete.\n")
+        try:
+            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):  # no build in flight anywhere
+                for folder in self.root.glob(TMP_PREFIX + "*"):
+                    if folder.is_dir() and not folder.is_symlink():
+                        shutil.rmtree(folder, ignore_errors=True)
+        except BlockingIOError:
+            pass  # another process is building: its temporary folder is not stale
+
+    @contextmanager
+    def _lock(self, how: int):
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def _discard(self, folder: Path) -> None:
+        """Move a damaged entry aside (atomic), then delete it; readers that mapped it keep their pages."""
+        aside = self.root / f"{TMP_PREFIX}{folder.name}-damaged-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(folder, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        except OSError:
+            pass  # a read-only cache: the rebuild's rename then fails and says so
+
+
+# -- what a run uses -----------------------------------------------------------------------------------
+def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_name: str, max_length: int,
+                    separate_pairs: bool, device: torch.device, batch_size: int, mode: str = "auto",
+                    cache_dir: Optional[str] = None, max_gb: float = 8.0, dtype: str = "float32",
+                    build: bool = True) -> dict[str, Any]:
+    """Attach each split's cached states to its items (``item["states"]``, memory-mapped; see
+    evaluate.model_inputs), building the entries that are missing with one frozen pass each.
+
+    ``mode`` auto uses the cache when the missing entries fit ``max_gb`` and the free space, and
+    says why not otherwise; on insists (errors instead). ``build=False`` only reads: splits whose
+    entry is missing keep their token ids (one pass over them costs what building would).
+    Returns what metrics.json records: ``cache`` (hit: nothing built; miss: something built; off),
+    ``cache_seconds``, ``cache_bytes``."""
+    off = {"cache": "off", "cache_seconds": 0.0, "cache_bytes": 0}
+    if mode == "off":
+        return off
+    started = time.perf_counter()
+    cache = StateCache(cache_dir, dtype)
+    layers = stored_layers(model)
+    describe = {"layers": layers, "num_hidden_states": model.runner.num_layers + 1,
+                "hidden_size": model.runner.hidden_size}
+    common = {"format": FORMAT_VERSION, "readapt": _versions(), "device": torch.device(device).type,
+              "model": model_fields(model_name, model, tokenizer), "max_length": max_length,
+              "separate_pairs": separate_pairs, "dtype": dtype, **describe}
+    splits = {name: items for name, items in splits.items() if items}
+    keys = {name: entry_key({**common, "tokens": tokens_fingerprint(items)}) for name, items in splits.items()}
+    sizes = {name: estimate_bytes(items, len(layers), model.runner.hidden_size, dtype)
+             for name, items in splits.items()}
+    found = {name: cache.load(keys[name], items, describe) for name, items in splits.items()}
+    if not build:
+        splits = {name: items for name, items in splits.items() if found[name] is not None}
+    missing = [name for name in splits if found[name] is None]
+    if not splits:
+        return off
+    needed = sum(sizes[name] for name in missing)
+    why_not = _why_not(cache.root, needed, mode, max_gb) if missing else None
+    if why_not:
+        if mode == "on":
+            raise CacheError(why_not)
+        tqdm.write(f"state cache off: {why_not}")
+        return off
+    if build:
+        tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
+            f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
+            + (f"; building {human_bytes(needed)}" if missing else ""))
+    try:
+        for name in missing:
+            items = splits[name]
+            sequences = [fields for item in items for _, fields in item_sequences(item)]
+            states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
+                                 desc=f"caching {name} states")
+            found[name] = cache.build(keys[name], items, describe, states)
+    except (OSError, CacheError) as exc:  # not writable, no space left, ...
+        problem = str(exc) if isinstance(exc, CacheError) else _write_problem(exc, cache.root)
+        if mode == "on":
+            raise CacheError(problem) from None
+        warn(f"state cache off: {problem}")
+        return off
+    for name, items in splits.items():
+        _attach(items, found[name], layers, describe["num_hidden_states"])
+    return {"cache": "miss" if missing else "hit", "cache_seconds": time.perf_counter() - started,
+            "cache_bytes": sum(sizes[name] for name in splits)}
+
+
+def _attach(items: list[dict], states: list[torch.Tensor], layers: list[int], num_hidden_states: int) -> None:
+    """Give each item its sequences' states, and the map from layer to stored row (model_inputs)."""
+    rows = [None] * num_hidden_states
+    for row, layer in enumerate(layers):
+        rows[layer] = row
+    rows = tuple(rows)
+    per_sequence = iter(states)
+    for item in items:
+        for key, _ in item_sequences(item):
+            item[key] = next(per_sequence)
+        item["state_layers"] = rows
+
+
+def _write_problem(exc: OSError, root: Path) -> str:
+    what = describe_os_error(exc) if exc.filename else f"{root}: {describe_os_error(exc)}"
+    return f"cannot write the state cache ({what}); pass --cache-dir elsewhere or --cache off"
+
+
+def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]:
+    """Why the missing entries cannot be built, or None."""
+    if mode == "auto" and needed > max_gb * 1024**3:
+        return (f"this run's states would take {human_bytes(needed)}, above --cache-max-gb {max_gb:g}; "
+                f"raise it, or pass --cache on")
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return None  # let the build say what is wrong
+    if needed + FREE_MARGIN > free:
+        return (f"this run's states would take {human_bytes(needed)}, but {existing} has only {human_bytes(free)} "
+                f"free; free space, or pass --cache-dir elsewhere or --cache off")
+    return None
+
+
+def _versions() -> list[str]:
+    import transformers
+
+    from readapt import __version__
+
+    return [__version__, torch.__version__, transformers.__version__]
+
+
+def _ranges(layers: list[int]) -> str:
+    """[1, 2, 3, 6] -> '1-3, 6'."""
+    runs: list[list[int]] = []
+    for layer in layers:
+        if runs and layer == runs[-1][1] + 1:
+            runs[-1][1] = layer
+        else:
+            runs.append([layer, layer])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
