@@ -69,6 +69,9 @@ def _option(text: str, flag: str, fields: dict) -> tuple[str, str]:
         raise ValueError(f"--{flag} {name}: not a readapt train option (see readapt train --help)")
     if name in OWNED:
         raise ValueError(f"--{flag} {name}: the sweep sets --{name.replace('_', '-')} itself")
+    if name == "task_type" and value != "classification":  # its ranking reads task scores, higher is better
+        raise ValueError(f"--{flag} task_type={value}: readapt sweep ranks classification scores; train LM tasks "
+                         f"with readapt train --task-type")
     return name, value
 
 
