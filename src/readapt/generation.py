@@ -3,10 +3,11 @@
     model = ReadModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path), run_dir)
     out = model.generate(**tokenizer(prompts, return_tensors="pt", padding=True), max_new_tokens=50)
 
-Why this works with the KV cache: plain READ corrects each token from that token's own states
+Why this works with the KV cache: READ on a language model corrects each token from that token's own states
 across depth (plus, for T5, that position's cross-attention term of the encoder correction, which
 is computed once per input), and the correction lands on the final state only, after the stack
-has run. Nothing the backbone caches (keys and values of earlier positions) depends on it. So each
+has run (token mixing, which would relate tokens, is refused for LM tasks by ReadConfig).
+Nothing the backbone caches (keys and values of earlier positions) depends on it. So each
 decoding step runs the frozen backbone on the new position alone, the side network reads that
 position's states at every layer, and the frozen LM head reads the corrected final state.
 
@@ -23,7 +24,7 @@ correction d_enc once per call. The hooks are removed when ``generate`` returns 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import nn
@@ -61,11 +62,6 @@ def check_can_generate(model: "ReadModel") -> None:
     if task_type not in LM_TASK_TYPES:
         raise ValueError(f"generate needs a language-model READ model (task_type {' or '.join(LM_TASK_TYPES)}); "
                          f"this one is {task_type}: label texts with model(...) or `readapt predict`")
-    if model.side.mixer is not None:
-        # the mixer relates a token to every other one read, so a new token's correction would
-        # need the whole prefix's side states: not what a causal KV-cached step can give it
-        raise ValueError("generate does not support mixing='attention' (a token's correction reads the other "
-                         "tokens); use a READ model trained with mixing='none'")
     if model.runner.family == "causal" and model.base_model.get_output_embeddings() is None:
         raise ValueError("generate needs the backbone's LM head: load it with AutoModelForCausalLM")
 
@@ -138,3 +134,43 @@ def corrected_last(model: "ReadModel", out, d_enc) -> torch.Tensor:
     states = BackboneStates(hidden_states=last, attention_mask=read)
     corrected = model.corrected_final_state(states, read, cross).to(final.dtype)
     return torch.cat([final[:, :-1], corrected], dim=1)
+
+
+def context_length(model: "ReadModel") -> Optional[int]:
+    """Tokens a decoder-only backbone can attend over (None: no fixed limit, as T5's relative
+    positions)."""
+    if model.runner.family != "causal":
+        return None
+    return getattr(model.base_model.config, "max_position_embeddings", None)
+
+
+def generate_text(model: "ReadModel", tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 50,
+                  batch_size: int = 8, streamer=None, **options) -> list[str]:
+    """The completion of each prompt (the new text only), generated ``batch_size`` prompts at a time
+    with left padding; ``options`` go to ``generate`` (do_sample, temperature, top_p, num_beams, ...)
+    and ``streamer`` (e.g. transformers.TextStreamer) sees the tokens as they come."""
+    causal = model.runner.family == "causal"
+    limit = context_length(model)
+    encoded = [tokenizer(prompt, return_token_type_ids=False)["input_ids"] for prompt in prompts]
+    if tokenizer.pad_token is None:
+        raise ValueError("the tokenizer has no pad token; set one first (tokenizer.pad_token = tokenizer.eos_token)")
+    for number, ids in enumerate(encoded, start=1):
+        if not ids:
+            raise ValueError(f"prompt {number} is empty; give every prompt some words")
+        if limit is not None and len(ids) + max_new_tokens > limit:
+            raise ValueError(f"prompt {number} is {len(ids):,d} tokens; with max_new_tokens {max_new_tokens:,d} that "
+                             f"passes the model's context of {limit:,d} tokens: shorten it or ask for fewer tokens")
+    device = next(model.parameters()).device
+    # decoder-only models continue the last token: the padding goes before the prompt
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left" if causal else "right"
+    texts: list[str] = []
+    try:
+        for start in range(0, len(encoded), batch_size):
+            batch = tokenizer.pad({"input_ids": encoded[start:start + batch_size]}, return_tensors="pt").to(device)
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 streamer=streamer, **options)
+            new = out[:, batch["input_ids"].shape[1]:] if causal else out  # T5 returns the decoder's text alone
+            texts += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = padding_side
+    return texts
