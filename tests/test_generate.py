@@ -25,7 +25,21 @@ from readapt.generation import generate_text
 from readapt.train import TrainArgs, load_run, train
 from tiny_models import tiny_gpt2, tiny_llama, tiny_t5
 
-BACKBONES = {"gpt2": (tiny_gpt2, "CAUSAL_LM"), "llama": (tiny_llama, "CAUSAL_LM"), "t5": (tiny_t5, "SEQ_2_SEQ_LM")}
+
+
+def tiny_gemma2():
+    """Gemma2 soft-caps its logits after the LM head: generate must keep that on the corrected state."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    return Gemma2ForCausalLM(Gemma2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                                          final_logit_softcapping=0.5, pad_token_id=0, eos_token_id=1, bos_token_id=2))
+
+
+BACKBONES = {"gpt2": (tiny_gpt2, "CAUSAL_LM"), "llama": (tiny_llama, "CAUSAL_LM"),
+             "llama-bf16": (lambda: tiny_llama().to(torch.bfloat16), "CAUSAL_LM"), "gemma2": (tiny_gemma2, "CAUSAL_LM"),
+             "t5": (tiny_t5, "SEQ_2_SEQ_LM")}
 PAD, EOS = 0, 1  # tiny_models' ids
 NEW_TOKENS = 6
 
@@ -109,6 +123,22 @@ def test_greedy_with_a_correction_equals_a_full_recompute_loop(name):
         got = new[i].tolist()[:len(expected)]
         assert got == expected, f"prompt {i}"
         assert all(t == PAD for t in new[i].tolist()[len(expected):])  # after EOS: padding only
+
+
+@pytest.mark.parametrize("name", ["llama", "t5"])
+def test_beam_search_with_a_correction_gives_each_prompt_what_it_gets_alone(name):
+    """Beam search repeats each input's rows; T5's encoder correction must follow its own input."""
+    causal = name != "t5"
+    model, _ = read_model(name, corrected=True)
+    ids, mask = prompts(padded=True, causal=causal)
+    options = dict(max_new_tokens=NEW_TOKENS, num_beams=3, do_sample=False, pad_token_id=PAD)
+    together = model.generate(input_ids=ids, attention_mask=mask, **options)
+    for i, row in enumerate(ids.tolist()):
+        real = torch.tensor([[t for t, m in zip(row, mask[i].tolist()) if m]])
+        alone = model.generate(input_ids=real, **options)[0]
+        got = together[i, ids.shape[1]:] if causal else together[i]
+        start = real.shape[1] if causal else 0
+        assert got[:len(alone) - start].tolist() == alone[start:].tolist(), f"prompt {i}"
 
 
 @pytest.mark.parametrize("name", ["gpt2", "t5"])

@@ -365,7 +365,7 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "train": (TrainArgs, cmd_train, "fine-tune a backbone on a task with READ or a peer method"),
         "eval": (EvalArgs, cmd_eval, "score a finished run on its validation or test split"),
         "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
-        "generate": (GenerateArgs, cmd_generate, "continue prompts with a READ language-model run (T5 or decoder-only)"),
+        "generate": (GenerateArgs, cmd_generate, "continue prompts with a READ language-model run (T5, decoder-only)"),
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
         "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
         "sweep": (SweepArgs, cmd_sweep, "READ side-network configs on one task over one state cache; best on validation"),
