@@ -104,6 +104,8 @@ def correcting(model: "ReadModel"):
     def decoder_done(module, args, kwargs, out):
         if model.correction_enabled:
             out.last_hidden_state = corrected_last(model, out, encoder_run.get("d_enc"))
+            if asked[module]["output_hidden_states"]:  # phi_N as the caller sees it: corrected too
+                out.hidden_states = (*out.hidden_states[:-1], out.last_hidden_state)
         return forget_unasked(module, out)
 
     handles = [decoder.register_forward_pre_hook(wants_states, with_kwargs=True),
