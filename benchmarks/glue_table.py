@@ -8,10 +8,12 @@ Rows (each cell mean ± std over the seeds that ran; the table's seeds column sa
   read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
   read                                      READ's default today: separately encoded pairs + pair pooling
                                             on the pair tasks ("separate"), plain READ on single sentences
+  read (projecting Joiner)                  the same with --joiner projection ("separate-projection",
+                                            "plain-projection"): the cheaper side network
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
 The READ runs cached the backbone's states (--cache-states) and ran beside other benchmarks: their
 time, memory and tensor peak are not a live run's, so READ's cost columns are left empty here;
-benchmarks/step_cost.py compares live training steps side by side, and the table of
+benchmarks/cost.py compares live training steps side by side, and the table of
 benchmarks/glue.sh has plain READ's live costs.
 """
 
@@ -51,6 +53,8 @@ def main() -> None:
             records.append({**r, "method": "read (paper)"})
         if variant == ("separate" if r["task"] in PAIR_TASKS else "plain"):
             records.append({**r, "method": "read"})
+        if variant == ("separate-projection" if r["task"] in PAIR_TASKS else "plain-projection"):
+            records.append({**r, "method": "read (projecting Joiner)"})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"

@@ -29,7 +29,6 @@ pair_variants=(
   "mixing-separate|--pair-encoding separate --mixing attention"
   "separate-lr1e-2|--pair-encoding separate --mixing none --lr 1e-2"
   "separate-projection|--pair-encoding separate --mixing none --joiner projection"
-  "separate-projection-r256|--pair-encoding separate --mixing none --joiner projection --rnn-dim 256"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"
@@ -37,7 +36,6 @@ single_variants=(
   "plain-lr1e-2|--pooling mean --mixing none --lr 1e-2"
   "mixing-lr1e-2|--pooling mean --mixing attention --lr 1e-2"
   "plain-projection|--pooling mean --mixing none --joiner projection"
-  "plain-projection-r256|--pooling mean --mixing none --joiner projection --rnn-dim 256"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"

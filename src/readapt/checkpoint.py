@@ -191,7 +191,7 @@ def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor]
     _save_state(state, tmp / STATE_NAME)
     with plain_write_errors(final):
         os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / "latest", name + "\n")
     # Older complete checkpoints go only after `latest` points past them.
     older = sorted((p for p in root.glob("step-*") if p.name != name), key=lambda p: _order(p.name))
@@ -208,7 +208,7 @@ def _order(name: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2) or 0)) if match else (-1, -1)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # not supported everywhere (Windows): the rename is still atomic

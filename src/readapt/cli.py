@@ -4,6 +4,7 @@
     readapt eval --run runs/rt [--split test]
     readapt predict --run runs/rt --text "a gripping film" --text "dull" --probabilities
     readapt predict --run runs/rt --input-file test.csv --output-format text   # .csv/.tsv/.jsonl/lines, - = stdin
+    readapt generate --run runs/lm --prompt "Once upon a time" --max-new-tokens 40   # streams the text
     readapt demo
 
 Errors are one line on stderr with a non-zero exit code; --debug shows the traceback.
@@ -54,6 +55,31 @@ class PredictArgs:
     output_format: str = field(default="jsonl", metadata={
         "help": "jsonl (one JSON object per text) or text (tab-separated: prediction, probabilities if "
                 "asked, the text)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+
+
+GENERATE_FORMATS = ("text", "jsonl")
+
+
+@dataclass
+class GenerateArgs:
+    run: str = field(metadata={"help": "a finished READ language-model run directory (decoder-only or T5)"})
+    prompt: Optional[list[str]] = field(default=None, metadata={"help": "one or more prompts to continue"})
+    input_file: Optional[str] = field(default=None, metadata={
+        "help": "prompts, one per line (blank lines are skipped), at most 64 MiB; - reads standard input"})
+    max_new_tokens: int = field(default=50, metadata={"help": "tokens to generate per prompt, at most"})
+    do_sample: bool = field(default=False, metadata={"help": "sample the next token (default: greedy, or beam "
+                                                             "search with --num-beams)"})
+    temperature: Optional[float] = field(default=None, metadata={
+        "help": "with --do-sample: divide the logits by this before sampling (default: the model's, else 1)"})
+    top_p: Optional[float] = field(default=None, metadata={
+        "help": "with --do-sample: sample from the smallest set of tokens holding this probability (nucleus)"})
+    num_beams: int = field(default=1, metadata={"help": "beam search with this many beams (1: none)"})
+    seed: int = field(default=0, metadata={"help": "seed for sampling"})
+    batch_size: int = field(default=8, metadata={"help": "prompts generated together (left-padded)"})
+    output_format: str = field(default="text", metadata={
+        "help": "text (each completion, then a newline; a single prompt streams as it is generated) or jsonl "
+                "(one JSON object per prompt: prompt, completion)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
 
@@ -145,6 +171,58 @@ def cmd_predict(args: PredictArgs) -> int:
         if probabilities is not None:
             record["probabilities"] = {name: round(p, 4) for name, p in zip(spec.label_names, probabilities[i])}
         print(format_prediction(record, args.output_format))
+    return 0
+
+
+def cmd_generate(args: GenerateArgs) -> int:
+    import math
+
+    from transformers import TextStreamer, set_seed
+
+    from readapt.generation import LM_TASK_TYPES, generate_text
+    from readapt.train import load_run, read_run_config
+
+    if args.output_format not in GENERATE_FORMATS:
+        raise ValueError(f"--output-format {args.output_format}: choose one of {', '.join(GENERATE_FORMATS)}")
+    for flag, value, low, high in (("--max-new-tokens", args.max_new_tokens, 1, 131_072),
+                                   ("--num-beams", args.num_beams, 1, 64), ("--batch-size", args.batch_size, 1, 4096)):
+        if not low <= value <= high:
+            raise ValueError(f"{flag} {value} is out of range: use {low}..{high}")
+    for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)):
+        if value is not None and not args.do_sample:
+            raise ValueError(f"{flag} shapes sampling: add --do-sample, or drop {flag} for greedy/beam search")
+    if args.temperature is not None and not (0 < args.temperature <= 100 and math.isfinite(args.temperature)):
+        raise ValueError(f"--temperature {args.temperature}: use a positive number (e.g. 0.7)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p}: use a probability in (0, 1] (e.g. 0.9)")
+    prompts = list(args.prompt or [])
+    if args.input_file:
+        _, _, text = read_input_file(args.input_file, "lines")
+        prompts += [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("nothing to generate from: pass --prompt TEXT (repeatable) or --input-file FILE (- for stdin)")
+    run_args, _, _ = read_run_config(args.run)  # refused before the backbone loads
+    if run_args.method != "read":
+        raise ValueError(f"{args.run} was trained with --method {run_args.method}; readapt generate runs READ "
+                         f"language-model runs")
+    model, tokenizer, *_ = load_run(args.run, args.device)
+    if getattr(model.config, "task_type", None) not in LM_TASK_TYPES:
+        raise ValueError(f"{args.run} is a classification run, not a language model: label texts with "
+                         f"`readapt predict --run {args.run} --text ...`")
+    options = {"do_sample": args.do_sample, "num_beams": args.num_beams}
+    options.update({k: v for k, v in (("temperature", args.temperature), ("top_p", args.top_p)) if v is not None})
+    # transformers streams greedy and sampled tokens (not beams) as they come
+    stream = args.output_format == "text" and len(prompts) == 1 and args.num_beams == 1
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    set_seed(args.seed)
+    model.eval()
+    completions = generate_text(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, streamer=streamer, **options)
+    for prompt, completion in zip(prompts, completions):
+        if args.output_format == "jsonl":
+            print(json.dumps({"prompt": prompt, "completion": completion}))
+        elif not stream:  # the streamer has printed it, and its newline
+            print(completion)
     return 0
 
 
@@ -288,6 +366,7 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "train": (TrainArgs, cmd_train, "fine-tune a backbone on a task with READ or a peer method"),
         "eval": (EvalArgs, cmd_eval, "score a finished run on its validation or test split"),
         "predict": (PredictArgs, cmd_predict, "label new text with a finished run"),
+        "generate": (GenerateArgs, cmd_generate, "continue prompts with a READ language-model run (T5, decoder-only)"),
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
         "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
         "sweep": (SweepArgs, cmd_sweep, "READ side-network configs on one task over one state cache; best on validation"),

@@ -7,6 +7,7 @@
     model = ReadModel.from_pretrained(backbone, out_dir)       # or a Hub id: "user/repo"
     model.push_to_hub("user/repo")
     with model.disable_adapter(): ...      # the backbone's own output, without the correction
+    model.generate(input_ids=..., max_new_tokens=20)  # LM tasks: corrected, with the KV cache
 
 transformers.Trainer: use readapt.trainer.ReadTrainer, which saves and resumes these files.
 
@@ -179,18 +180,29 @@ class ReadModel(nn.Module):
         if not self.correction_enabled:  # disable_adapter(): no side network runs at all
             final = self.corrected_final_state(states, read)
             return self._lm_output(final, read, None if labels is None else labels[read], Seq2SeqLMOutput)
-        enc_mask = states.encoder_attention_mask.bool()
-        enc_tokens = TokenStates([states.encoder_hidden_states[i] for i in self.encoder_layers], enc_mask)
-        enc_correction = self.encoder_side(enc_tokens)                                 # (M_enc, d)
-        d_enc = enc_correction.new_zeros(*enc_mask.shape, enc_correction.shape[-1])
-        d_enc = d_enc.index_put(enc_mask.nonzero(as_tuple=True), enc_correction)        # (B, T_enc, d)
-        # Joiner: the encoder correction's first-order effect on each decoder layer read.
-        cross = torch.stack([
-            self.runner.cross_value_path(i, d_enc, states.cross_attentions[i - 1]) if i > 0
-            else torch.zeros_like(states.hidden_states[0], dtype=d_enc.dtype)
-            for i in self.layers])                                                       # (L, B, T_dec, d)
+        d_enc = self.encoder_correction(states.encoder_hidden_states, states.encoder_attention_mask)
+        cross = self.cross_terms(d_enc, states.cross_attentions, states.hidden_states[0])
         final = self.corrected_final_state(states, read, cross)
         return self._lm_output(final, read, None if labels is None else labels[read], Seq2SeqLMOutput)
+
+    def encoder_correction(self, encoder_hidden_states: tuple[torch.Tensor, ...],
+                           encoder_mask: torch.Tensor) -> torch.Tensor:
+        """T5: the encoder side network's correction d_enc, (B, T_enc, d), zero at padding."""
+        enc_mask = encoder_mask.bool()
+        enc_tokens = TokenStates([encoder_hidden_states[i] for i in self.encoder_layers], enc_mask)
+        enc_correction = self.encoder_side(enc_tokens)                                 # (M_enc, d)
+        d_enc = enc_correction.new_zeros(*enc_mask.shape, enc_correction.shape[-1])
+        return d_enc.index_put(enc_mask.nonzero(as_tuple=True), enc_correction)         # (B, T_enc, d)
+
+    def cross_terms(self, d_enc: torch.Tensor, cross_attentions: tuple[torch.Tensor, ...],
+                    embeddings: torch.Tensor) -> torch.Tensor:
+        """The Joiner's input from the encoder: d_enc's first-order effect on each decoder layer read,
+        (L, B, T_dec, d), through that layer's cross-attention probabilities (B, H, T_dec, T_enc);
+        ``embeddings`` (the decoder's phi_0) gives the shape of layer 0's term, which is zero."""
+        return torch.stack([
+            self.runner.cross_value_path(i, d_enc, cross_attentions[i - 1]) if i > 0
+            else torch.zeros_like(embeddings, dtype=d_enc.dtype)
+            for i in self.layers])
 
     def _lm_output(self, final, read, targets, output_cls):
         # The loss reads only the positions the side network corrected; full-vocabulary logits
@@ -201,6 +213,16 @@ class ReadModel(nn.Module):
         with torch.no_grad():
             logits = self.runner.lm_logits(final)
         return output_cls(loss=loss, logits=logits)
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, *args, **kwargs):
+        """Generate text with the correction at every new position (CAUSAL_LM and SEQ_2_SEQ_LM):
+        the backbone's own ``generate`` (same arguments and outputs: greedy, sampling, beam search,
+        GenerationConfig, logits processors, stopping criteria, streamers) with its KV cache, each
+        step running the backbone on the new position only (readapt.generation says how)."""
+        from readapt.generation import generate
+
+        return generate(self, *args, **kwargs)
 
     # -- parameters ----------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

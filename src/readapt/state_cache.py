@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from readapt.checkpoint import fsync_dir
 from readapt.evaluate import frozen_pass, item_sequences
 from readapt.inputs import describe_os_error, human_bytes
 from readapt.rundir import file_fingerprint, model_files, warn
@@ -220,20 +221,7 @@ def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
 
 
 def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype: str) -> list[torch.Tensor]:
@@ -325,7 +313,7 @@ class StateCache:
                 except OSError as exc:  # another process finished the same entry first: use theirs
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
