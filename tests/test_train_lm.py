@@ -256,3 +256,30 @@ def test_exact_match_counts_examples_whose_every_response_token_is_the_argmax(to
     assert short_responses(items)
     assert not short_responses(encode_lm([Example(("q", "one two three four five six seven eight"), 0)], tokenizer,
                                          32, "causal_lm"))
+
+
+def test_a_causal_lm_run_then_readapt_generate_continues_with_the_trained_correction(model_dirs, files, tmp_path,
+                                                                                   quiet, capsys):
+    """train --task-type causal_lm, then `readapt generate --run`: its greedy completion is the trained
+    READ model's own greedy continuation (a full-recompute loop here), whose logits differ from the
+    backbone's: the run's side network is loaded and applied at every new token."""
+    out = tmp_path / "run"
+    train(_args(model_dirs, files, out, family="llama", pairs=True, epochs=2, lr=5e-2), argv=["test"])
+    prompt = "what colour is a lime ?"
+    capsys.readouterr()
+    assert main(["generate", "--run", str(out), "--prompt", prompt, "--max-new-tokens", "3", "--device", "cpu",
+                 "--output-format", "jsonl"]) == 0
+    completion = json.loads(capsys.readouterr().out)["completion"]
+    model, tokenizer, *_ = load_run(out, "cpu")
+    ids = tokenizer(prompt, return_tensors="pt", return_token_type_ids=False)["input_ids"]
+    with torch.no_grad():
+        with model.disable_adapter():
+            backbone = model(input_ids=ids).logits[0, -1]
+        assert not torch.allclose(model(input_ids=ids).logits[0, -1], backbone, atol=1e-3)
+        plain = ids
+        for _ in range(3):  # greedy, recomputing the whole sequence each step; and the backbone's own
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
+            with model.disable_adapter():
+                plain = torch.cat([plain, model(input_ids=plain).logits[:, -1:].argmax(-1)], dim=1)
+    assert completion == tokenizer.decode(ids[0, -3:], skip_special_tokens=True)
+    assert not torch.equal(ids, plain)  # so a generate that skipped the correction would fail here
