@@ -200,7 +200,9 @@ def evaluate_lm(model, encoded: list[dict], pad_token_id: int, batch_size: int, 
                 exact_match: bool = False, desc: str = "eval") -> dict:
     """Token-weighted cross-entropy ("loss") over the label tokens, its perplexity, and, if asked,
     exact match: the share of examples whose every label token is the argmax of the model's
-    teacher-forced logits (no decoding: the gold prefix is fed, as in training)."""
+    teacher-forced logits. That is exactly "greedy decoding writes the response (and its EOS)":
+    greedy decoding follows the gold prefix for as long as every gold token is the argmax, so one
+    forward pass per batch scores what a decoding loop would, without the loop."""
     model.eval()
     total, tokens, right = 0.0, 0, 0
     for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
