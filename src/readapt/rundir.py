@@ -6,6 +6,7 @@ may delete, and what --resume must find unchanged.
     runs/rt/fingerprints.json   size + sha256 of the data and model files the run read (for --resume)
     runs/rt/run_config.json, metrics.json, read_config.json, read_model.safetensors,
             trainable.safetensors, checkpoint/            (see train.py and checkpoint.py)
+    runs/rt/tensorboard/        event files of --report-to tensorboard (reporting.py)
 
 * A folder is a run if it holds the marker, or, for runs made before the marker existed, if every
   entry is a name readapt writes and run_config.json is a valid readapt run config.
@@ -35,6 +36,7 @@ from typing import Any, Optional
 
 from readapt import checkpoint as ckpt
 from readapt.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from readapt.reporting import TENSORBOARD_DIR
 
 MARKER = ".readapt-run.json"
 LOCK = ".readapt-lock"
@@ -44,8 +46,11 @@ METRICS = "metrics.json"
 
 # Every name readapt writes at the top of a run folder (.tmp: an atomic write cut short by a kill).
 _FILES = (MARKER, FINGERPRINTS, RUN_CONFIG, METRICS, CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ckpt.TRAINABLE_NAME)
-OWNED = frozenset((LOCK, ckpt.CHECKPOINT_DIR, *_FILES, *(name + ".tmp" for name in _FILES)))
+OWNED = frozenset((LOCK, ckpt.CHECKPOINT_DIR, TENSORBOARD_DIR, *_FILES, *(name + ".tmp" for name in _FILES)))
 RESULTS = (METRICS, WEIGHTS_NAME, ckpt.TRAINABLE_NAME)  # a run that has produced anything at all
+
+# Inside tensorboard/ (--report-to tensorboard): SummaryWriter's event files, nothing else.
+_EVENT_FILE = re.compile(r"events\.out\.tfevents\..+")
 
 # Inside checkpoint/: the pointer and step folders (complete, or .tmp while being written).
 _CHECKPOINT_FILES = re.compile(r"latest(\.tmp)?")
@@ -54,7 +59,7 @@ _STEP_FILES = frozenset((ckpt.TRAINABLE_NAME, ckpt.TRAINABLE_NAME + ".tmp", ckpt
 
 # Options that may change between a run and its --resume: they do not change what is trained
 # (a run folder may also be moved or renamed between the two).
-RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data")
+RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data", "report_to")
 
 
 class RunBusy(ValueError):
@@ -79,6 +84,9 @@ def foreign_entries(path: Path) -> list[str]:
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.name == ckpt.CHECKPOINT_DIR and entry.is_dir(follow_symlinks=False):
             foreign += [f"{ckpt.CHECKPOINT_DIR}/{name}" for name in _foreign_in_checkpoint(Path(entry.path))]
+        elif entry.name == TENSORBOARD_DIR and entry.is_dir(follow_symlinks=False):
+            foreign += [f"{TENSORBOARD_DIR}/{inner.name}" for inner in sorted(os.scandir(entry.path), key=lambda e: e.name)
+                        if not (_EVENT_FILE.fullmatch(inner.name) and inner.is_file(follow_symlinks=False))]
         elif entry.name not in OWNED or not entry.is_file(follow_symlinks=False):
             foreign.append(entry.name)
     return foreign
@@ -366,6 +374,11 @@ def remove_owned(path: Path) -> None:
             continue
         if entry.name == ckpt.CHECKPOINT_DIR and entry.is_dir(follow_symlinks=False):
             _remove_checkpoints(Path(entry.path))
+        elif entry.name == TENSORBOARD_DIR and entry.is_dir(follow_symlinks=False):
+            for inner in os.scandir(entry.path):
+                if _EVENT_FILE.fullmatch(inner.name) and inner.is_file(follow_symlinks=False):
+                    os.unlink(inner.path)
+            os.rmdir(entry.path)  # fails (OSError) if anything else appeared: then nothing more goes
         elif entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
 

@@ -39,6 +39,7 @@ from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.pr
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
+from readapt.reporting import Reporter, check_installed, reporter_names
 
 RUN_CONFIG = rundir.RUN_CONFIG
 METRICS = rundir.METRICS
@@ -107,6 +108,9 @@ class TrainArgs:
         "help": "replace the run in --output (deletes only the files readapt wrote there)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
+    report_to: Optional[list[str]] = field(default=None, metadata={
+        "help": "experiment trackers: none, tensorboard (event files in OUTPUT/tensorboard/) or wandb; "
+                "repeatable or comma-separated (default: none)"})
     cache_states: bool = field(default=False, metadata={
         "help": "READ classification: run the frozen backbone once and reuse its states every epoch "
                 "(much faster; holds layers x tokens x d floats per example in RAM)"})
@@ -138,6 +142,7 @@ def check_args(args: TrainArgs) -> None:
     if args.max_train_examples is not None and args.max_train_examples < 1:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
+    reporter_names(args.report_to)
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
     if args.pair_encoding is not None and args.pair_encoding not in PAIR_ENCODINGS:
@@ -267,6 +272,8 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
             attach_states(model, split, tokenizer.pad_token_id, device, args.eval_batch_size)
         cache_seconds = time.perf_counter() - started
 
+    trackers = reporter_names(args.report_to)
+    check_installed(trackers)
     # Everything is valid: only now does the run folder get files (--overwrite clears the old ones).
     run.begin(args, {"args": dataclasses.asdict(args), "task": spec.to_dict(), "lr": lr,
                      "text_to_text": text_to_text}, found)
@@ -287,10 +294,10 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
 
     select = spec.metrics[0]
     meter = Meter(device)
-    with meter, _StopOnSignal() as stop:
+    with meter, _StopOnSignal() as stop, Reporter(trackers, out_dir, args, progress["global_step"]) as reporter:
         try:
             _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-                  progress, out_dir, steps_per_epoch, select, meter, stop)
+                  progress, out_dir, steps_per_epoch, select, meter, stop, reporter)
         except _Stop:
             _save(out_dir, model, optimizer, scheduler, progress)
             raise Interrupted(f"interrupted at step {progress['global_step']}; checkpoint written: "
@@ -398,8 +405,9 @@ class _StopOnSignal:
 
 
 def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-          progress, out_dir, steps_per_epoch, select, meter, stop=None) -> None:
+          progress, out_dir, steps_per_epoch, select, meter, stop=None, reporter=None) -> None:
     stop = stop or _StopOnSignal()
+    reporter = reporter or Reporter([], out_dir, args)
     n = len(enc["train"])
     for epoch in range(progress["epoch"], args.epochs):
         # The epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
@@ -413,10 +421,12 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
             items = [enc["train"][i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
             batch = model_inputs(items, tokenizer.pad_token_id, device)
             tracked = meter.track_tensors() if progress["global_step"] < 2 else _nothing()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
             with tracked:
                 loss = _step(model, batch, optimizer, scheduler, args.max_grad_norm, progress["global_step"])
             progress["train_seconds"] += time.perf_counter() - started
             progress["global_step"] += 1
+            reporter.log({"train/loss": loss, "train/lr": lr}, progress["global_step"])
             progress["step_in_epoch"] = step + 1
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if args.save_every and progress["global_step"] % args.save_every == 0:
@@ -426,6 +436,7 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
         progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores,
                                     "train_seconds": round(progress["train_seconds"], 3)})
         tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        reporter.log({f"validation/{k}": v for k, v in scores.items()}, progress["global_step"])
         if progress["best_score"] is None or scores[select] > progress["best_score"]:
             progress["best_score"], progress["best_epoch"] = scores[select], epoch + 1
             save_trained(model, out_dir)
@@ -522,7 +533,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
-ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm"}
+ADDED_ARGS = {"report_to": None, "allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm"}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
