@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -33,9 +34,9 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import load_pretrained
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
-from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
+from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.evaluate import attach_states, encode_split, evaluate, model_inputs, without_states
-from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
+from readapt.evaluate import predict  # public API too: readapt.train.predict
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, count_parameters, get_method, trainable_state_dict
@@ -311,9 +312,10 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
 
     # The best epoch's weights are the run's result.
     load_trained(model, out_dir)
-    scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
-                             text_to_text, desc=name) if split else None
-              for name, split in (("validation", data.validation), ("test", data.test))}
+    scores, distinct = {}, {}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        scores[name], distinct[name] = _final_scores(model, enc[name], split, spec, tokenizer, args.eval_batch_size,
+                                                     device, text_to_text, name) if split else (None, None)
     train_labels = [e.label for e in data.train]
     baseline = {name: majority_baseline(spec, train_labels, [e.label for e in split]) if split else None
                 for name, split in (("validation", data.validation), ("test", data.test))}
@@ -323,6 +325,7 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     metrics = {
         "task": spec.name, "method": args.method, "model": args.model, "seed": args.seed,
         "argv": list(argv if argv is not None else sys.argv), **scores, "majority_baseline": baseline,
+        "distinct_predictions": distinct,  # 1: one class for every example (report.py flags it)
         "best_epoch": progress["best_epoch"], "history": progress["history"],
         "trainable_params": trainable, "total_params": total,
         "trainable_percent": round(100.0 * trainable / total, 4),
@@ -344,6 +347,13 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
                            command=shlex.join(metrics["argv"]))
         card.write(out_dir, text)
     return metrics
+
+
+def _final_scores(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc):
+    """(scores, how many distinct classes the model predicted; None for regression) on one split."""
+    predictions = predict(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)
+    scores = compute_metrics(spec, predictions, np.array([e.label for e in examples]))
+    return scores, None if spec.is_regression else len(np.unique(predictions))
 
 
 def _inference_cost(model, encoded, tokenizer, batch_size, device, text_to_text) -> dict:
