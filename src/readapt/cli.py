@@ -68,7 +68,8 @@ def cmd_train(args) -> int:
     from readapt.train import train
 
     metrics = train(args, argv=["readapt", *sys.argv[1:]])
-    _print_summary(metrics)
+    if metrics:  # data parallel: rank 0 reports, the other ranks return {}
+        _print_summary(metrics)
     return 0
 
 

@@ -329,6 +329,19 @@ class Run:
             folder = folder.parent
 
 
+class Follower:
+    """The run folder as a data-parallel rank other than 0 sees it: rank 0 holds and writes it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def begin(self, args, run_config: dict, fingerprints: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class open_run:
     """Context manager: checks ``args.output``, makes and locks it, checks it again under the lock."""
 
