@@ -95,3 +95,12 @@ def test_api_error_type(tmp_path):
     (tmp_path / "x.yaml").write_text("nope: 1\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config_file(str(tmp_path / "x.yaml"), TrainArgs)
+
+
+def test_bench_reads_a_config_file_too(tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    path.write_text("model: m\noutput: o\nmethods: [read, magic]\n")
+    line = one_error_line(capsys, ["bench", "--config", str(path)])
+    assert "grid.yaml" in line and "unknown method 'magic'" in line
+    line = one_error_line(capsys, ["bench", "--config", str(path), "--methods", "read", "--lr", "0"])
+    assert "--lr 0.0 is out of range" in line and "grid.yaml" not in line  # the flag's value, not the file's

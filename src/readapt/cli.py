@@ -343,17 +343,16 @@ def _check_config(command: str, args, path: str, from_file: list[str]) -> None:
 
     from readapt.config import ConfigError
 
-    if command != "train":  # bench checks its methods itself, before any cell runs
-        return
+    from readapt.bench import check_cells, grid_tasks
     from readapt.train import check_args
 
     try:
-        check_args(args)
+        check_args(args) if command == "train" else check_cells(args, grid_tasks(args))
     except ValueError as exc:
-        # check_args names the option first: "--epochs 0 ...", "epochs='3': ...", "unknown method 'x' ..."
+        # the checks name the option first: "--epochs 0 ...", "epochs='3': ...", "unknown method 'x' ..."
         named = re.match(r"--([a-z0-9-]+)|([a-z0-9_]+)=|unknown ([a-z_]+) '", str(exc))
         key = next(g for g in named.groups() if g).replace("-", "_") if named else None
-        if key in from_file:
+        if key in from_file or f"{key}s" in from_file:  # bench: --methods holds each cell's --method
             raise ConfigError(f"{path}: {exc}") from None
         raise
 
