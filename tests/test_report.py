@@ -68,3 +68,25 @@ def test_ties_within_one_std_are_marked_and_a_majority_row_shows_learning_nothin
     assert "**62.0 ± 2.8**" in rows["full"] and "**60.0 ± 1.4**" in rows["read"]
     assert "**" not in rows["lora"]
     assert rows["majority class"].split("|")[2].strip() == "52.0"
+
+
+def test_a_run_that_predicted_one_class_is_flagged_in_one_line():
+    collapsed = {**record("glue/cola", "read", 2, {"matthews_correlation": 0.0}, 320, 50),
+                 "distinct_predictions": {"validation": 2, "test": 1}}
+    fine = {**RECORDS[0], "distinct_predictions": {"validation": 2, "test": 2}}
+    table = markdown_table([fine, *RECORDS[1:], collapsed])
+    read_row = next(line for line in table.splitlines() if line.startswith("| read |"))
+    cells = [c.strip() for c in read_row.strip("|").split("|")]
+    assert cells[1].endswith(" †") and not cells[2].endswith("†")  # CoLA flagged, MRPC not
+    notes = [line for line in table.splitlines() if line.startswith("†")]
+    assert notes == ["† predicted a single class for every test example (learned nothing): read on CoLA (seed 2)"]
+    assert "†" not in markdown_table(RECORDS)  # runs without the record, or with two classes: no flag
+    assert "†" not in markdown_table([*RECORDS[1:], fine])
+
+
+def test_plot_titles_say_which_axis_is_what():
+    from readapt.report import plot_title
+
+    title = plot_title("test", ["glue/cola", "glue/mrpc"], "peak training memory (MB)")
+    assert title.splitlines() == ["y: average test score over CoLA, MRPC",
+                                  "x: peak training memory (MB), log scale; one point per method"]

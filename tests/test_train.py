@@ -326,3 +326,18 @@ def test_linear_schedule_matches_transformers(warmup, total):
     torch.save(state, buffer)
     buffer.seek(0)
     assert torch.load(buffer, weights_only=True) == state  # plain data: checkpoints load it safely
+
+
+def test_metrics_count_the_classes_the_model_predicted(data, reference):
+    import numpy as np
+
+    from readapt.data import load_task
+    from readapt.evaluate import encode_split, predict
+    from readapt.train import load_run
+
+    run, metrics = reference
+    model, tokenizer, spec, args, text_to_text, device = load_run(run, "cpu")
+    examples = load_task(None, train_file=args.train_file, validation_file=args.validation_file).validation
+    predictions = predict(model, encode_split(examples, spec, tokenizer, args.max_length, text_to_text, False), spec,
+                          tokenizer, 64, device, text_to_text)
+    assert metrics["distinct_predictions"] == {"validation": len(np.unique(predictions)), "test": None}

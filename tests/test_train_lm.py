@@ -283,3 +283,35 @@ def test_a_causal_lm_run_then_readapt_generate_continues_with_the_trained_correc
                 plain = torch.cat([plain, model(input_ids=plain).logits[:, -1:].argmax(-1)], dim=1)
     assert completion == tokenizer.decode(ids[0, -3:], skip_special_tokens=True)
     assert not torch.equal(ids, plain)  # so a generate that skipped the correction would fail here
+
+
+def test_two_processes_match_one_on_a_causal_lm_task(model_dirs, tmp_path, quiet):
+    """Data parallel (torchrun, 2 gloo processes): each shard's loss is weighed by its target tokens,
+    so answers of different lengths give the weights of one process at the same global batch."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    answers = ["yellow", "deep dark red", "green", "a purple plum colour"]
+    rows = [{"question": f"what colour is a {fruit} ?", "answer": answers[i % 4]}
+            for i, fruit in enumerate(list(FRUITS) * 5)][:17]  # batches of 8: shards 4+4, 4+4, 1+0
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[:6]))
+
+    def options(out):
+        return ["train", "--model", model_dirs["gpt2"], "--task-type", "causal_lm", "--train-file",
+                str(tmp_path / "train.jsonl"), "--validation-file", str(tmp_path / "val.jsonl"), "--prompt-column",
+                "question", "--response-column", "answer", "--output", str(out), "--epochs", "1", "--batch-size", "8",
+                "--max-length", "24", "--rnn-dim", "8", "--device", "cpu", "--lr", "0.01", "--cache", "off"]
+
+    assert main(options(tmp_path / "single")) == 0
+    env = {**os.environ, "PYTHONPATH": str(tests.parent / "src"), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tests / "dp_worker.py"), *options(tmp_path / "parallel")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (load_file(str(tmp_path / run / "read_model.safetensors")) for run in ("single", "parallel"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=key)

@@ -37,10 +37,20 @@ DEFAULT_METHODS = ["full", "bitfit", "lora", "prompt", "adapter", "lst", "read"]
 class BenchArgs:
     model: str = field(metadata={"help": "backbone for every cell: a local folder or a Hub id"})
     output: str = field(metadata={"help": "benchmark directory (reused: finished cells are kept)"})
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS), metadata={"help": "tasks, one or more"})
+    tasks: Optional[list[str]] = field(default=None, metadata={
+        "help": f"tasks, one or more (default: {' '.join(DEFAULT_TASKS)}; with --train-file: that file's data)"})
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "methods, one or more"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds, one or more"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "GLUE folder in the glue_data layout"})
+    train_file: Optional[str] = field(default=None, metadata={
+        "help": "own data instead of --tasks: CSV, TSV or JSONL (the grid's one task, named after the file)"})
+    validation_file: Optional[str] = field(default=None, metadata={"help": "own data: validation file"})
+    test_file: Optional[str] = field(default=None, metadata={"help": "own data: test file (the table's scores)"})
+    text_column: Optional[list[str]] = field(default=None, metadata={
+        "help": "own data: one or two text columns (default: text)"})
+    label_column: Optional[str] = field(default=None, metadata={"help": "own data: label column"})
+    lr: Optional[float] = field(default=None, metadata={
+        "help": "peak learning rate for every method (default: each method's own)"})
     epochs: int = field(default=3, metadata={"help": "epochs, the same for every method"})
     batch_size: int = field(default=32, metadata={"help": "batch size, the same for every method"})
     max_length: int = field(default=128, metadata={"help": "tokens per example"})
@@ -56,29 +66,58 @@ def cell_name(task: str, method: str, seed: int) -> str:
     return f"{task.replace('/', '-')}__{method}__s{seed}"
 
 
+def grid_tasks(args: BenchArgs) -> list[str]:
+    """The task column of each cell: --tasks, or the --train-file's name (its one task)."""
+    if args.train_file is None:
+        for flag, value in (("--validation-file", args.validation_file), ("--test-file", args.test_file),
+                            ("--text-column", args.text_column), ("--label-column", args.label_column)):
+            if value is not None:
+                raise ValueError(f"{flag} describes own data: give --train-file too")
+        return list(args.tasks or DEFAULT_TASKS)
+    if args.tasks:
+        raise ValueError("--tasks and --train-file are two sources of data: give one of them")
+    return [Path(args.train_file).stem]
+
+
 def cell_command(args: BenchArgs, task: str, method: str, seed: int, run_dir: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "readapt", "train", "--model", args.model, "--task", task, "--method", method,
+    cmd = [sys.executable, "-m", "readapt", "train", "--model", args.model, "--method", method,
            "--seed", str(seed), "--output", str(run_dir), "--epochs", str(args.epochs),
            "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--device", args.device]
-    if args.data_dir:
-        cmd += ["--data-dir", args.data_dir]
-    if args.max_train_examples:
-        cmd += ["--max-train-examples", str(args.max_train_examples)]
-    if args.pooling:
-        cmd += ["--pooling", args.pooling]
-    if args.pair_encoding:
-        cmd += ["--pair-encoding", args.pair_encoding]
+    if args.train_file is None:
+        cmd += ["--task", task]
+    options = (("--data-dir", args.data_dir), ("--train-file", args.train_file),
+               ("--validation-file", args.validation_file), ("--test-file", args.test_file),
+               ("--label-column", args.label_column), ("--max-train-examples", args.max_train_examples),
+               ("--lr", args.lr), ("--pooling", args.pooling), ("--pair-encoding", args.pair_encoding))
+    for flag, value in options:
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.text_column:
+        cmd += ["--text-column", *args.text_column]
     if (run_dir / "run_config.json").is_file():  # started before: continue it (from step 0 if no checkpoint yet)
         cmd.append("--resume")
     return cmd
 
 
-def run_bench(args: BenchArgs) -> Path:
+def check_cells(args: BenchArgs, tasks: list[str]) -> None:
+    """Each method's `readapt train` options, checked as train checks them, before any cell runs."""
+    from readapt.train import TrainArgs, check_args
+
     for method in args.methods:
-        get_method(method)  # unknown names fail before any cell runs
+        get_method(method)  # an unknown method: one line listing the known ones
+        check_args(TrainArgs(model=args.model, output=args.output, method=method, epochs=args.epochs,
+                             batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
+                             pooling=args.pooling, pair_encoding=args.pair_encoding,
+                             max_train_examples=args.max_train_examples, device=args.device,
+                             task=None if args.train_file else tasks[0], train_file=args.train_file))
+
+
+def run_bench(args: BenchArgs) -> Path:
+    tasks = grid_tasks(args)
+    check_cells(args, tasks)
     out = Path(args.output)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    cells = [(t, m, s) for t in args.tasks for s in args.seeds for m in args.methods]
+    cells = [(t, m, s) for t in tasks for s in args.seeds for m in args.methods]
     failed = []
     env = {**os.environ, "TQDM_DISABLE": "1"}  # one progress bar: the grid's
     with tqdm(cells, desc="bench", unit="run") as bar:
@@ -93,7 +132,8 @@ def run_bench(args: BenchArgs) -> Path:
             if code != 0:
                 failed.append(f"{cell_name(task, method, seed)} (exit {code}, see {log})")
                 tqdm.write(f"failed: {failed[-1]}")
-    records = [json.loads((out / "runs" / cell_name(t, m, s) / "metrics.json").read_text())
+    records = [{**json.loads((out / "runs" / cell_name(t, m, s) / "metrics.json").read_text()),
+                **({"task": t} if args.train_file else {})}  # own data: the file's name, not "files"
                for t, m, s in cells if (out / "runs" / cell_name(t, m, s) / "metrics.json").is_file()]
     results = out / "results.jsonl"
     atomic_write_text(results, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))

@@ -94,7 +94,8 @@ def cmd_train(args) -> int:
     from readapt.train import train
 
     metrics = train(args, argv=["readapt", *sys.argv[1:]])
-    _print_summary(metrics)
+    if metrics:  # data parallel: rank 0 reports, the other ranks return {}
+        _print_summary(metrics)
     return 0
 
 
@@ -317,8 +318,11 @@ def _print_summary(m: dict) -> None:
 
 
 # -- dataclass -> argparse -------------------------------------------------------------------------
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, preset: Optional[dict] = None) -> None:
+    """One flag per field. Fields in ``preset`` (read from --config) are optional flags whose absence
+    leaves them out of the namespace (SUPPRESS): main() then takes the file's value."""
     hints = typing.get_type_hints(cls)
+    preset = preset or {}
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
@@ -333,7 +337,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
                 kwargs.update(type=item, nargs="+", action="extend")  # repeatable: --text a --text b
             else:
                 kwargs["type"] = inner
-            kwargs["required"] = required
+            kwargs["required"] = required and f.name not in preset
             if f.default_factory is not dataclasses.MISSING:  # None here: the dataclass fills it in
                 kwargs["default"] = None
                 kwargs["help"] += f" (default: {' '.join(map(str, f.default_factory()))})"
@@ -341,6 +345,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
                 kwargs["default"] = f.default
                 kwargs["help"] += f" (default: {f.default})" if f.default is not None else ""
             kwargs["metavar"] = f.name.upper()
+        if f.name in preset:
+            kwargs["default"] = argparse.SUPPRESS
         parser.add_argument(flag, **kwargs)
 
 
@@ -373,7 +379,11 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
+CONFIG_COMMANDS = ("train", "bench")  # the commands that take --config FILE
+
+
+def build_parser(preset: Optional[dict] = None) -> argparse.ArgumentParser:
+    """The whole CLI; ``preset`` ({command: {field: value}}) holds what a --config file set."""
     parser = argparse.ArgumentParser(prog="readapt", description="READ: recurrent adaptation of frozen transformers")
     parser.add_argument("--version", action="version", version=f"readapt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -381,19 +391,37 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (cls, _, help_text) in _commands().items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
-        add_dataclass_arguments(p, cls)
+        if name in CONFIG_COMMANDS:
+            p.add_argument("--config", metavar="FILE", help="options from a .yaml/.yml/.json file holding the "
+                           "flags' names as keys (dashed or underscored); flags given here override it")
+        add_dataclass_arguments(p, cls, (preset or {}).get(name))
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    cls, run, _ = _commands()[ns.command]
-    debug = getattr(ns, "debug", False)
-    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls)
-              if not (getattr(ns, f.name) is None and f.default_factory is not dataclasses.MISSING)}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    early = argparse.ArgumentParser(add_help=False)  # --debug and --config, before the full parse
+    early.add_argument("--debug", action="store_true")
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    debug = known.debug
     try:
-        return run(cls(**values))
+        command = next((a for a in argv if not a.startswith("-")), None)
+        preset = {}
+        if known.config is not None and command in CONFIG_COMMANDS:
+            from readapt.configfile import load_config_file
+
+            preset = load_config_file(known.config, _commands()[command][0])
+        ns = build_parser({command: preset}).parse_args(argv)
+        cls, run, _ = _commands()[ns.command]
+        debug = getattr(ns, "debug", False)
+        values = {f.name: getattr(ns, f.name) if hasattr(ns, f.name) else preset[f.name]
+                  for f in dataclasses.fields(cls)
+                  if f.name in preset or not (getattr(ns, f.name) is None and f.default_factory is not dataclasses.MISSING)}
+        args = cls(**values)
+        if preset:
+            _check_config(ns.command, args, known.config, [n for n in preset if not hasattr(ns, n)])
+        return run(args)
     except KeyboardInterrupt:
         print("readapt: interrupted", file=sys.stderr)
         return 130
@@ -402,6 +430,27 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"readapt: error: {error_line(exc)}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+
+
+def _check_config(command: str, args, path: str, from_file: list[str]) -> None:
+    """The command's own checks, before anything runs: a bad value that came from the file (not
+    overridden by a flag) is reported with the file's name."""
+    import re
+
+    from readapt.config import ConfigError
+
+    from readapt.bench import check_cells, grid_tasks
+    from readapt.train import check_args
+
+    try:
+        check_args(args) if command == "train" else check_cells(args, grid_tasks(args))
+    except ValueError as exc:
+        # the checks name the option first: "--epochs 0 ...", "epochs='3': ...", "unknown method 'x' ..."
+        named = re.match(r"--([a-z0-9-]+)|([a-z0-9_]+)=|unknown ([a-z_]+) '", str(exc))
+        key = next(g for g in named.groups() if g).replace("-", "_") if named else None
+        if key in from_file or f"{key}s" in from_file:  # bench: --methods holds each cell's --method
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
 
 
 MAX_MESSAGE = 300  # characters of an error line; a 600k-column header must not print 5 MB

@@ -5,7 +5,8 @@ its official GLUE score (mean +- std over seeds, in points), the average, the sh
 parameters, and the cost of training (peak memory, time, energy) with ratios to full fine-tuning
 measured in the same run of the benchmark. In each task column the best mean is bold, and so is
 every method within one standard deviation of it: a tie, not a win. A last row gives what a model
-that learned nothing scores (the training set's majority class; the mean for regression).
+that learned nothing scores (the training set's majority class; the mean for regression), and a
+† marks a method whose run predicted a single class for every example, named in a line below.
 """
 
 from __future__ import annotations
@@ -77,7 +78,17 @@ def summarise(records: Iterable[dict], split: str = "test") -> dict:
         summary[method] = {"tasks": {t: [v for _, v in entry["tasks"].get(t, [])] for t in tasks},
                            "average": averages, "cost": {k: statistics.fmean(v) for k, v in entry["cost"].items()}}
     baseline = {t: statistics.fmean(v) for t, v in baselines.items()}
-    return {"tasks": tasks, "methods": summary, "baseline": baseline}
+    return {"tasks": tasks, "methods": summary, "baseline": baseline, "single_class": single_class(records, split)}
+
+
+def single_class(records: Iterable[dict], split: str = "test") -> dict[tuple[str, str], list[int]]:
+    """(method, task) -> the seeds whose run predicted one class for every ``split`` example: whatever
+    its score, such a run has learned nothing (runs from before this was recorded are not flagged)."""
+    found: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for r in records:
+        if r.get(split) and (r.get("distinct_predictions") or {}).get(split) == 1:
+            found[(r["method"], r["task"])].append(r["seed"])
+    return dict(found)
 
 
 def best_and_ties(summary: dict, task: str) -> set[str]:
@@ -119,7 +130,8 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
 
         energy = f"{cost['energy_joules']:.0f}" if "energy_joules" in cost else "n/a"
         bold = lambda text, task: f"**{text}**" if method in leaders[task] else text  # noqa: E731
-        row = ([method] + [bold(_fmt(m["tasks"][t]), t) for t in tasks] + [_fmt(m["average"])]
+        flag = lambda task: " †" if (method, task) in s["single_class"] else ""  # noqa: E731
+        row = ([method] + [bold(_fmt(m["tasks"][t]), t) + flag(t) for t in tasks] + [_fmt(m["average"])]
                + [value("trainable_percent", 3), value("peak_memory_mb"),
                   ratio("peak_memory_mb"), value("peak_tensor_memory_mb"),
                   ratio("peak_tensor_memory_mb"), value("train_seconds"), ratio("train_seconds"),
@@ -129,6 +141,10 @@ def markdown_table(records: list[dict], split: str = "test") -> str:
         scores = [s["baseline"][t] for t in tasks]
         lines.append("| majority class | " + " | ".join(f"{v:.1f}" for v in scores)
                      + f" | {statistics.fmean(scores):.1f} |" + " - |" * (len(header) - len(tasks) - 2))
+    if s["single_class"]:  # one line under the table, naming every such cell
+        cells = [f"{method} on {SHORT.get(task, task)} (seed {', '.join(map(str, seeds))})"
+                 for (method, task), seeds in sorted(s["single_class"].items())]
+        lines += ["", f"† predicted a single class for every {split} example (learned nothing): {'; '.join(cells)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +174,7 @@ def plot(records: list[dict], out_dir: Path, split: str = "test") -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel(label + " (log scale)")
         ax.set_ylabel(f"average {split} score (points)")
-        ax.set_title(f"{', '.join(SHORT.get(t, t) for t in s['tasks'])}: score vs cost")
+        ax.set_title(plot_title(split, s["tasks"], label), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="center right", fontsize=8)
         fig.tight_layout()
@@ -167,6 +183,12 @@ def plot(records: list[dict], out_dir: Path, split: str = "test") -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_title(split: str, tasks: list[str], x_label: str) -> str:
+    """Which axis is what, in the title itself (a plot is often seen without its caption)."""
+    return (f"y: average {split} score over {', '.join(SHORT.get(t, t) for t in tasks)}\n"
+            f"x: {x_label}, log scale; one point per method")
 
 
 def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -6,6 +6,7 @@ may delete, and what --resume must find unchanged.
     runs/rt/fingerprints.json   size + sha256 of the data and model files the run read (for --resume)
     runs/rt/run_config.json, metrics.json, read_config.json, read_model.safetensors,
             trainable.safetensors, checkpoint/            (see train.py and checkpoint.py)
+    runs/rt/tensorboard/        event files of --report-to tensorboard (reporting.py)
 
 * A folder is a run if it holds the marker, or, for runs made before the marker existed, if every
   entry is a name readapt writes and run_config.json is a valid readapt run config.
@@ -35,6 +36,7 @@ from typing import Any, Optional
 
 from readapt import checkpoint as ckpt
 from readapt.config import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from readapt.reporting import TENSORBOARD_DIR
 
 MARKER = ".readapt-run.json"
 LOCK = ".readapt-lock"
@@ -44,8 +46,11 @@ METRICS = "metrics.json"
 
 # Every name readapt writes at the top of a run folder (.tmp: an atomic write cut short by a kill).
 _FILES = (MARKER, FINGERPRINTS, RUN_CONFIG, METRICS, CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ckpt.TRAINABLE_NAME)
-OWNED = frozenset((LOCK, ckpt.CHECKPOINT_DIR, *_FILES, *(name + ".tmp" for name in _FILES)))
+OWNED = frozenset((LOCK, ckpt.CHECKPOINT_DIR, TENSORBOARD_DIR, *_FILES, *(name + ".tmp" for name in _FILES)))
 RESULTS = (METRICS, WEIGHTS_NAME, ckpt.TRAINABLE_NAME)  # a run that has produced anything at all
+
+# Inside tensorboard/ (--report-to tensorboard): SummaryWriter's event files, nothing else.
+_EVENT_FILE = re.compile(r"events\.out\.tfevents\..+")
 
 # Inside checkpoint/: the pointer and step folders (complete, or .tmp while being written).
 _CHECKPOINT_FILES = re.compile(r"latest(\.tmp)?")
@@ -54,9 +59,10 @@ _STEP_FILES = frozenset((ckpt.TRAINABLE_NAME, ckpt.TRAINABLE_NAME + ".tmp", ckpt
 
 # Options that may change between a run and its --resume: they do not change what is trained
 # (a run folder may also be moved or renamed between the two).
-# The state cache's options only say where the frozen pass's states come from.
+# The state cache's options only say where the frozen pass's states come from; report_to only where
+# the losses are logged.
 RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data",
-                     "cache", "cache_dir", "cache_max_gb", "cache_dtype", "cache_states")
+                     "cache", "cache_dir", "cache_max_gb", "cache_dtype", "cache_states", "report_to")
 
 
 class RunBusy(ValueError):
@@ -81,6 +87,9 @@ def foreign_entries(path: Path) -> list[str]:
     for entry in sorted(os.scandir(path), key=lambda e: e.name):
         if entry.name == ckpt.CHECKPOINT_DIR and entry.is_dir(follow_symlinks=False):
             foreign += [f"{ckpt.CHECKPOINT_DIR}/{name}" for name in _foreign_in_checkpoint(Path(entry.path))]
+        elif entry.name == TENSORBOARD_DIR and entry.is_dir(follow_symlinks=False):
+            foreign += [f"{TENSORBOARD_DIR}/{inner.name}" for inner in sorted(os.scandir(entry.path), key=lambda e: e.name)
+                        if not (_EVENT_FILE.fullmatch(inner.name) and inner.is_file(follow_symlinks=False))]
         elif entry.name not in OWNED or not entry.is_file(follow_symlinks=False):
             foreign.append(entry.name)
     return foreign
@@ -323,6 +332,19 @@ class Run:
             folder = folder.parent
 
 
+class Follower:
+    """The run folder as a data-parallel rank other than 0 sees it: rank 0 holds and writes it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def begin(self, args, run_config: dict, fingerprints: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class open_run:
     """Context manager: checks ``args.output``, makes and locks it, checks it again under the lock."""
 
@@ -368,6 +390,11 @@ def remove_owned(path: Path) -> None:
             continue
         if entry.name == ckpt.CHECKPOINT_DIR and entry.is_dir(follow_symlinks=False):
             _remove_checkpoints(Path(entry.path))
+        elif entry.name == TENSORBOARD_DIR and entry.is_dir(follow_symlinks=False):
+            for inner in os.scandir(entry.path):
+                if _EVENT_FILE.fullmatch(inner.name) and inner.is_file(follow_symlinks=False):
+                    os.unlink(inner.path)
+            os.rmdir(entry.path)  # fails (OSError) if anything else appeared: then nothing more goes
         elif entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
 

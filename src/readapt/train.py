@@ -13,6 +13,7 @@ A run directory holds, when training ends (rundir.py: the folder's lifecycle, lo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -33,13 +35,15 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
-from readapt.data import TaskData, TaskSpec, load_task, majority_baseline
-from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files
+from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
+from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
+from readapt.distributed import SINGLE, Shard, World, close_world, init_world
 from readapt.evaluate import encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
+from readapt.reporting import Reporter, check_installed, reporter_names
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, use_state_cache
 
 RUN_CONFIG = rundir.RUN_CONFIG
@@ -125,6 +129,9 @@ class TrainArgs:
                 "methods that train backbone weights (full, bitfit, lora, prompt, adapter) keep them in "
                 "float32, so auto means float32 for them"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
+    report_to: Optional[list[str]] = field(default=None, metadata={
+        "help": "experiment trackers: none, tensorboard (event files in OUTPUT/tensorboard/) or wandb; "
+                "repeatable or comma-separated (default: none)"})
     cache: str = field(default="auto", metadata={
         "help": "READ on classification, regression and causal_lm: keep the frozen backbone's states in a disk "
                 "cache, computed once and reused by every epoch, seed, side config and later run on the same data: "
@@ -166,6 +173,7 @@ def check_args(args: TrainArgs) -> None:
     if args.max_train_examples is not None and args.max_train_examples < 1:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
+    reporter_names(args.report_to)
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
     if args.pair_encoding is not None and args.pair_encoding not in PAIR_ENCODINGS:
@@ -212,7 +220,8 @@ def check_task_type(args: TrainArgs) -> None:
     lm = f"--task-type {args.task_type}"
     if not get_method(args.method).lm_tasks:
         usable = [name for name in available_methods() if get_method(name).lm_tasks]
-        raise ValueError(f"--method {args.method} has no language-model form; with {lm} use one of: {', '.join(usable)}")
+        raise ValueError(f"--method {args.method} has no language-model form; with {lm} use one of: "
+                         f"{', '.join(usable)}")
     if args.task is not None or args.train_file is None:
         raise ValueError(f"{lm} trains on your own files: pass --train-file (with --text-column, or "
                          f"--prompt-column and --response-column) and drop --task")
@@ -318,7 +327,7 @@ LM_FAMILIES = {"causal_lm": "causal", "seq2seq_lm": "seq2seq"}
 def check_lm_backbone(args: TrainArgs, backbone, kind: str) -> None:
     """The task type must match the model family, and a causal LM's sequences its context."""
     if kind != LM_FAMILIES[args.task_type]:
-        fits = {"causal": "--task-type causal_lm", "seq2seq": "--task-type seq2seq_lm"}.get(kind, "--task-type classification")
+        fits = "--task-type " + {"causal": "causal_lm", "seq2seq": "seq2seq_lm"}.get(kind, "classification")
         raise ValueError(f"--task-type {args.task_type} needs a {LM_FAMILIES[args.task_type]} model; "
                          f"{backbone.config.model_type} is {kind}: use {fits}")
     context = getattr(backbone.config, "n_positions", None) or getattr(backbone.config, "max_position_embeddings", None)
@@ -347,17 +356,35 @@ def better(select: str, score: float, best: Optional[float]) -> bool:
 
 def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     """Train one run end to end; returns (and writes) its metrics.json. The run folder is locked for
-    the whole run: a second `readapt train` on it fails at once."""
+    the whole run: a second `readapt train` on it fails at once. Under torchrun, every rank trains
+    its shard of each batch and rank 0 holds the folder (distributed.py); the other ranks return {}."""
     check_args(args)
-    with rundir.open_run(args) as run:
-        return _train(args, run, argv)
+    world = init_world()
+    try:
+        if not world.is_main:
+            with world.all_or_none():  # rank 0 opens the folder: wait for its verdict
+                pass
+            return _train(args, rundir.Follower(Path(args.output)), argv, world)
+        with world.all_or_none():
+            opened = rundir.open_run(args)
+            run = opened.__enter__()
+        with contextlib.closing(run):
+            return _train(args, run, argv, world)
+    finally:
+        close_world(world)
 
 
-def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
+def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]], world: World = SINGLE) -> dict:
+    with world.all_or_none():  # a rank that fails here stops the others before the first all-reduce
+        prepared = _prepare(args, run, world)
+    return _run(args, run, argv, world, *prepared)
+
+
+def _prepare(args: TrainArgs, run: rundir.Run, world: World):
     out_dir = run.path
     if args.resume:
         rundir.check_resume_args(out_dir, args)
-    device = pick_device(args.device)
+    device = world.device(pick_device(args.device))
     data: TaskData = load_data(args)
     found = rundir.fingerprints(args, data)
     if args.resume:
@@ -386,6 +413,8 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
                             mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
                             max_gb=args.cache_max_gb, dtype=args.cache_dtype)
 
+    trackers = reporter_names(args.report_to)
+    check_installed(trackers)
     # Everything is valid: only now does the run folder get files (--overwrite clears the old ones).
     run.begin(args, {"args": dataclasses.asdict(args), "task": spec.to_dict(), "lr": lr,
                      "text_to_text": text_to_text}, found)
@@ -399,20 +428,27 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     total_steps = steps_per_epoch * args.epochs
     scheduler = linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
     progress = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_score": None, "best_epoch": None,
-                "train_seconds": 0.0, "history": []}
-    resumed = _resume(out_dir, model, optimizer, scheduler) if args.resume else None
+                "train_seconds": 0.0, "history": [], "world_size": world.size}
+    resumed = _resume(out_dir, model, optimizer, scheduler, world) if args.resume else None
     if resumed is not None:
         progress = resumed
+    return (out_dir, device, data, spec, model, tokenizer, text_to_text, lr, enc, cache, trackers,
+            optimizer, scheduler, steps_per_epoch, progress, resumed)
 
+
+def _run(args, run, argv, world, out_dir, device, data, spec, model, tokenizer, text_to_text, lr, enc,
+         cache, trackers, optimizer, scheduler, steps_per_epoch, progress, resumed) -> dict:
     lm = args.task_type in LM_TASK_TYPES
     select = "loss" if lm else spec.metrics[0]  # LM runs keep the epoch of lowest validation loss
     meter = Meter(device)
-    with meter, _StopOnSignal() as stop:
+    reporter = Reporter(trackers if world.is_main else [], out_dir, args, progress["global_step"])
+    with meter, _StopOnSignal() as stop, reporter:
         try:
             _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-                  progress, out_dir, steps_per_epoch, select, meter, stop)
+                  progress, out_dir, steps_per_epoch, select, meter, stop, reporter, world)
         except _Stop:
-            _save(out_dir, model, optimizer, scheduler, progress)
+            if world.is_main:
+                _save(out_dir, model, optimizer, scheduler, progress)
             raise Interrupted(f"interrupted at step {progress['global_step']}; checkpoint written: "
                               f"rerun the same command with --resume to continue") from None
         except TrainingError as exc:
@@ -421,12 +457,15 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
                     else "no checkpoint had been written yet")
             raise TrainingError(f"{exc}; {kept}") from None
     cost = meter.result()
+    if not world.is_main:  # rank 0 scores the result and writes metrics.json
+        return {}
 
     # The best epoch's weights are the run's result.
     load_trained(model, out_dir)
-    scores = {name: evaluate(model, enc[name], split, spec, tokenizer, args.eval_batch_size, device,
-                             text_to_text, desc=name, task_type=args.task_type) if split else None
-              for name, split in (("validation", data.validation), ("test", data.test))}
+    scores, distinct = {}, {}
+    for name, split in (("validation", data.validation), ("test", data.test)):
+        scores[name], distinct[name] = _final_scores(model, enc[name], split, spec, tokenizer, args.eval_batch_size,
+                                                     device, text_to_text, name, args.task_type) if split else (None, None)
     train_labels = [e.label for e in data.train]
     baseline = {name: majority_baseline(spec, train_labels, [e.label for e in split]) if split and not lm else None
                 for name, split in (("validation", data.validation), ("test", data.test))}
@@ -436,6 +475,7 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
     metrics = {
         "task": spec.name, "task_type": args.task_type, "method": args.method, "model": args.model, "seed": args.seed,
         "argv": list(argv if argv is not None else sys.argv), **scores, "majority_baseline": baseline,
+        "distinct_predictions": distinct,  # 1: one class for every example (report.py flags it)
         "best_epoch": progress["best_epoch"], "history": progress["history"],
         "trainable_params": trainable, "total_params": total,
         "trainable_percent": round(100.0 * trainable / total, 4),
@@ -445,7 +485,8 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
         "examples_per_second": round(min(seen, args.epochs * len(data.train)) / max(progress["train_seconds"], 1e-9), 2),
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
         "cost": cost, "inference": inference, "device": str(device),
-        "resumed": resumed is not None,  # --resume of a run killed before its first checkpoint starts at 0
+        "resumed": resumed is not None,
+        "world_size": world.size, "global_batch_size": args.batch_size,  # data parallel: each rank a shard  # --resume of a run killed before its first checkpoint starts at 0
     }
     ckpt.write_json(out_dir / METRICS, metrics)
     if hasattr(model, "side"):  # READ: the model card now names the scores and the command
@@ -457,6 +498,17 @@ def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]]) -> dict:
                            command=shlex.join(metrics["argv"]))
         card.write(out_dir, text)
     return metrics
+
+
+def _final_scores(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc,
+                  task_type: str = "classification"):
+    """(scores, how many distinct classes the model predicted; None for regression and LM tasks) on one split."""
+    if task_type in LM_TASK_TYPES:
+        scores = evaluate(model, encoded, examples, spec, tokenizer, batch_size, device, text_to_text, desc, task_type)
+        return scores, None
+    predictions = predict(model, encoded, spec, tokenizer, batch_size, device, text_to_text, desc)
+    scores = compute_metrics(spec, predictions, np.array([e.label for e in examples]))
+    return scores, None if spec.is_regression else len(np.unique(predictions))
 
 
 def _inference_cost(model, encoded, tokenizer, batch_size, device, with_labels) -> dict:
@@ -518,40 +570,66 @@ class _StopOnSignal:
 
 
 def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device, text_to_text,
-          progress, out_dir, steps_per_epoch, select, meter, stop=None) -> None:
+          progress, out_dir, steps_per_epoch, select, meter, stop=None, reporter=None, world=SINGLE) -> None:
     stop = stop or _StopOnSignal()
+    reporter = reporter or Reporter([], out_dir, args)
+    params = [p for p in model.parameters() if p.requires_grad]
     n = len(enc["train"])
     for epoch in range(progress["epoch"], args.epochs):
         # The epoch's order depends only on (seed, epoch): a resumed run sees the same batches.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed * 100_003 + epoch)).tolist()
         model.train()
         bar = tqdm(range(progress["step_in_epoch"], steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}",
-                   mininterval=2, leave=False)
+                   mininterval=2, leave=False,
+                   **({} if world.is_main else {"disable": True}))  # an explicit False would override TQDM_DISABLE
         for step in bar:
-            stop.check()
+            _check_stop(stop, world)
             started = time.perf_counter()
             items = [enc["train"][i] for i in order[step * args.batch_size:(step + 1) * args.batch_size]]
-            batch = model_inputs(items, tokenizer.pad_token_id, device)
+            shard = world.shard(items)  # all of it in a single process
+            batch = model_inputs(shard, tokenizer.pad_token_id, device) if shard else None
             tracked = meter.track_tensors() if progress["global_step"] < 2 else _nothing()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
+            sync = {} if world.size == 1 else {"sync": Shard(world, params, _loss_terms(shard, args.task_type),
+                                                             _loss_terms(items, args.task_type))}
             with tracked:
-                loss = _step(model, batch, optimizer, scheduler, args.max_grad_norm, progress["global_step"])
+                loss = _step(model, batch, optimizer, scheduler, args.max_grad_norm, progress["global_step"], **sync)
             progress["train_seconds"] += time.perf_counter() - started
             progress["global_step"] += 1
+            reporter.log({"train/loss": loss, "train/lr": lr}, progress["global_step"])
             progress["step_in_epoch"] = step + 1
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if args.save_every and progress["global_step"] % args.save_every == 0:
+            if args.save_every and progress["global_step"] % args.save_every == 0 and world.is_main:
                 _save(out_dir, model, optimizer, scheduler, progress)
         scores = evaluate(model, enc["validation"], data.validation, spec, tokenizer, args.eval_batch_size,
                           device, text_to_text, desc="validation", task_type=args.task_type)
         progress["history"].append({"epoch": epoch + 1, "step": progress["global_step"], "validation": scores,
                                     "train_seconds": round(progress["train_seconds"], 3)})
-        tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        if world.is_main:
+            tqdm.write(f"epoch {epoch + 1}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        reporter.log({f"validation/{k}": v for k, v in scores.items()}, progress["global_step"])
         if better(select, scores[select], progress["best_score"]):
             progress["best_score"], progress["best_epoch"] = scores[select], epoch + 1
-            save_trained(model, out_dir)
+            if world.is_main:
+                save_trained(model, out_dir)
         progress["epoch"], progress["step_in_epoch"] = epoch + 1, 0
-        _save(out_dir, model, optimizer, scheduler, progress)
-        stop.check()
+        if world.is_main:
+            _save(out_dir, model, optimizer, scheduler, progress)
+        _check_stop(stop, world)
+
+
+def _check_stop(stop: "_StopOnSignal", world: World) -> None:
+    """Stop at this step boundary if a signal reached any rank (all ranks stop at the same step)."""
+    if world.any(stop.requested):
+        raise _Stop
+
+
+def _loss_terms(items: list[dict], task_type: str) -> int:
+    """What a batch's mean loss averages over: its examples, or an LM task's target tokens (so a
+    data-parallel shard weighs what it adds to the global batch's token mean)."""
+    if task_type in LM_TASK_TYPES:
+        return target_tokens(items, causal=task_type == "causal_lm")
+    return len(items)
 
 
 class _nothing:
@@ -562,13 +640,19 @@ class _nothing:
         return False
 
 
-def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int) -> float:
+def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int, sync: Optional[Shard] = None) -> float:
+    """One optimizer step. With ``sync`` (data parallel) ``batch`` is this rank's shard (None if
+    empty) and loss and gradients become the global batch's before any check or update."""
     try:
-        loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped: lower --lr (or check "
+        loss = model(**batch).loss if batch is not None else None
+        shown = loss.detach() if sync is None else sync.mean_loss(loss)
+        if not torch.isfinite(shown):
+            raise TrainingError(f"loss became {shown.item()} at step {step + 1}; stopped: lower --lr (or check "
                                 f"the labels), then rerun with --overwrite")
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+        if sync is not None:
+            sync.gradients()
         norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
         if not torch.isfinite(norm):  # a finite loss can still have inf/NaN gradients
             optimizer.zero_grad(set_to_none=True)
@@ -582,7 +666,7 @@ def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int) -
             raise
         raise TrainingError("out of memory: lower --batch-size or --max-length "
                             "(or use --method read, which keeps no backbone activations)") from None
-    return loss.item()
+    return shown.item()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -598,7 +682,7 @@ def _save(out_dir, model, optimizer, scheduler, progress) -> None:
     ckpt.save_checkpoint(out_dir, progress["global_step"], trainable_state_dict(model), state)
 
 
-def _resume(out_dir, model, optimizer, scheduler) -> Optional[dict]:
+def _resume(out_dir, model, optimizer, scheduler, world: World = SINGLE) -> Optional[dict]:
     """The progress of the checkpoint to resume from, its state loaded; None: there is none (step 0)."""
     path, warning = ckpt.resume_point(out_dir)
     if warning:
@@ -623,6 +707,11 @@ def _resume(out_dir, model, optimizer, scheduler) -> Optional[dict]:
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
         raise ckpt.CheckpointError(f"{path / ckpt.STATE_NAME} is damaged or from another run ({exc}); "
                                    f"drop --resume and pass --overwrite to start afresh") from None
+    saved_world = progress.get("world_size", 1)  # checkpoints from before data parallel: one process
+    if saved_world != world.size:
+        raise ckpt.CheckpointError(f"{path} was written by a run of {saved_world} process(es) and this one has "
+                                   f"{world.size}: relaunch it with {saved_world} to resume it")
+    progress["world_size"] = world.size
     tqdm.write(f"resuming from {path} (epoch {state['progress']['epoch']}, step {state['progress']['global_step']})")
     return state["progress"]
 
@@ -644,7 +733,8 @@ RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
-              "cache_dtype": "float32", "task_type": "classification", "prompt_column": None, "response_column": None}
+              "cache_dtype": "float32", "report_to": None, "task_type": "classification", "prompt_column": None,
+              "response_column": None}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

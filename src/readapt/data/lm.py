@@ -135,3 +135,9 @@ def short_responses(encoded: Sequence[dict[str, Any]]) -> bool:
     """Whether exact match is reported for a split: every response at most EXACT_MATCH_MAX_TOKENS."""
     return bool(encoded) and all(sum(t != IGNORE for t in item["labels"]) <= EXACT_MATCH_MAX_TOKENS
                                  for item in encoded)
+
+
+def target_tokens(items: Sequence[dict[str, Any]], causal: bool) -> int:
+    """How many tokens the loss of ``items`` averages over (a causal LM's first label is never
+    predicted): what a data-parallel shard of an LM batch weighs."""
+    return sum(sum(t != IGNORE for t in (item["labels"][1:] if causal else item["labels"])) for item in items)
