@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's "One training step" tables: benchmarks/cost.py on the packaged MiniLM, one thread,
+# batch 32 x 128, single sentences (with per-row RSS in child processes) and sentence pairs.
+# Run it on an otherwise idle machine: the steps are interleaved, but a busy machine still adds noise.
+# Usage: bash benchmarks/cost.sh [output dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-benchmarks/results/cost}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 TQDM_DISABLE=1
+.venv/bin/python benchmarks/cost.py --shape minilm --rss --out "$OUT/minilm.md"
+.venv/bin/python benchmarks/cost.py --shape minilm --pairs --out "$OUT/minilm_pairs.md"
