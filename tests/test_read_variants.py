@@ -72,7 +72,9 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     metrics = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
     assert 0 <= metrics["validation"]["accuracy"] <= 1
     assert metrics["majority_baseline"]["validation"] == {"accuracy": 0.5, "f1": 0.0}  # 4 yes, 4 no; answers class 0
-    if method == "read":  # cached states (two sequences per example) give the live run's numbers
+    if method == "read":  # the projecting Joiner is READ's default on separate pairs (validation: a tie, cheaper)
+        assert json.loads((tmp_path / "live" / "read_config.json").read_text())["joiner"] == "projection"
+        # cached states (two sequences per example) give the live run's numbers
         cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
         assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in metrics["history"]]
     capsys.readouterr()
@@ -96,6 +98,16 @@ def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     assert not separate_pairs(args(), pairs, text_to_text=True)                 # T5 reads one input
     assert not separate_pairs(args(method="full"), pairs, text_to_text=False)   # each method its own default
     assert separate_pairs(args(method="full", pair_encoding="separate"), pairs, text_to_text=False)
+
+
+def test_the_joiner_defaults_to_projection_on_separate_pairs_only():
+    from readapt.train import side_joiner
+
+    args = lambda **kw: TrainArgs(model="m", output="o", **kw)  # noqa: E731
+    assert side_joiner(args(), separate=True) == "projection"
+    assert side_joiner(args(), separate=False) == "norm"             # single sentences, joint pairs: the paper's
+    assert side_joiner(args(joiner="norm"), separate=True) == "norm"  # --joiner wins
+    assert side_joiner(args(joiner="projection"), separate=False) == "projection"
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):

@@ -94,9 +94,10 @@ class TrainArgs:
     mixing: str = field(default="none", metadata={
         "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
                 "(one light self-attention layer over each example's tokens in side space)"})
-    joiner: str = field(default="norm", metadata={
+    joiner: Optional[str] = field(default=None, metadata={
         "help": "READ: how each layer's state enters the RNN: norm (the paper's Joiner, d-wide) or projection "
-                "(one shared Linear to width --rnn-dim first: cheaper per token and layer)"})
+                "(one shared Linear to width --rnn-dim first: cheaper per token and layer) (default, chosen on "
+                "validation: projection for separately encoded pairs, norm otherwise)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA: rank"})
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tuning: prompt length"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
@@ -191,9 +192,9 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
     if args.mixing != "none" and args.method != "read":
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
-    if args.joiner not in JOINERS:
+    if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
-    if args.joiner != "norm" and args.method != "read":
+    if args.joiner not in (None, "norm") and args.method != "read":
         raise ValueError(f"--joiner {args.joiner} is a READ option; drop it for --method {args.method}")
     if args.cache not in CACHE_MODES:
         raise ValueError(f"--cache {args.cache}: choose one of {', '.join(CACHE_MODES)}")
@@ -280,6 +281,13 @@ def separate_pairs(args: TrainArgs, spec: TaskSpec, text_to_text: bool) -> bool:
     return (args.pair_encoding or get_method(args.method).pair_encoding) == "separate"
 
 
+def side_joiner(args: TrainArgs, separate: bool) -> str:
+    """--joiner, else READ's default, chosen on validation like the pair encoding (README, "Sentence
+    pairs"): on separately encoded pairs the projecting Joiner ties the paper's and costs less; on
+    single sentences the paper's Joiner wins (CoLA)."""
+    return args.joiner or ("projection" if separate else "norm")
+
+
 def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:
     """--pooling, else what the run implies: pair for separately encoded pairs, the last token for
     decoder-only models, the mean of the tokens otherwise."""
@@ -314,10 +322,12 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     text_to_text = kind == "seq2seq"
     if lm:
         check_lm_backbone(args, backbone, kind)
-    pooling = head_pooling(args, kind, separate_pairs(args, spec, text_to_text))
+    separate = separate_pairs(args, spec, text_to_text)
+    pooling = head_pooling(args, kind, separate)
     head = None if text_to_text or lm else HeadSpec(num_labels=spec.num_labels, pooling=pooling)
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
-    model = get_method(args.method).build(backbone, head, args.options()).to(device)
+    options = {**args.options(), "joiner": side_joiner(args, separate)}
+    model = get_method(args.method).build(backbone, head, options).to(device)
     return model, tokenizer, text_to_text
 
 
