@@ -110,6 +110,8 @@ def model_fields(model_name: str, model, tokenizer) -> dict[str, Any]:
             "name": None if files else model_name,  # without local files, the Hub id is all that names the weights
             "config": config, "attention": getattr(backbone.config, "_attn_implementation", None),
             "dtype": str(next(backbone.parameters()).dtype),
+            # an int8-quantised backbone (backbones/quantize.py) computes other states than its fp32 self
+            "quantized": sorted({type(m).__module__ for m in backbone.modules() if "quantized" in type(m).__module__}),
             "tokenizer": [type(tokenizer).__name__, tokenizer.pad_token_id,
                           _files(getattr(tokenizer, "name_or_path", "") or "")]}
 

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
+from readapt.backbones.quantize import check_quantize
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
@@ -129,6 +130,9 @@ class TrainArgs:
                 "CPU, the checkpoint's own on GPU). READ, probe and lst train in float32 whatever it is; "
                 "methods that train backbone weights (full, bitfit, lora, prompt, adapter) keep them in "
                 "float32, so auto means float32 for them"})
+    quantize: str = field(default="none", metadata={
+        "help": "store the frozen backbone's weights quantised: none or int8 (CPU: torch's dynamic int8 "
+                "quantisation of its Linear layers; READ, probe and lst, which never differentiate them)"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow the model's own Python code to run"})
     report_to: Optional[list[str]] = field(default=None, metadata={
         "help": "experiment trackers: none, tensorboard (event files in OUTPUT/tensorboard/) or wandb; "
@@ -192,6 +196,10 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
     if args.mixing != "none" and args.method != "read":
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
+    check_quantize(args.quantize, "cpu")  # the value; where it can run is checked when the model loads
+    if args.quantize != "none" and get_method(args.method).backbone_backprop:
+        raise ValueError(f"--quantize {args.quantize} stores frozen int8 weights; --method {args.method} trains "
+                         f"the backbone's weights: drop --quantize, or use --method read")
     if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner not in (None, "norm") and args.method != "read":
@@ -318,7 +326,8 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     # Weights a method trains stay in fp32: a method that trains the backbone's loads it in fp32.
     dtype = "float32" if get_method(args.method).backbone_backprop else args.backbone_dtype
     lm = args.task_type in LM_TASK_TYPES
-    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, lm=lm, dtype=dtype, device=device)
+    backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, lm=lm, dtype=dtype, device=device,
+                                                quantize=args.quantize)
     text_to_text = kind == "seq2seq"
     if lm:
         check_lm_backbone(args, backbone, kind)
@@ -744,7 +753,7 @@ RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_dtype": "float32", "report_to": None, "task_type": "classification", "prompt_column": None,
-              "response_column": None}
+              "response_column": None, "quantize": "none"}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

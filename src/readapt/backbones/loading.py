@@ -14,6 +14,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModel
                           AutoTokenizer)
 
 from readapt.backbones import UnsupportedModelError, family
+from readapt.backbones.quantize import QUANTIZATIONS, check_quantize, quantize_int8
 
 
 # The dtypes a frozen backbone may run in. READ never differentiates the backbone, so half
@@ -38,12 +39,16 @@ def backbone_dtype(name: str, device: str | torch.device = "cpu") -> Optional[to
 
 
 def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool = False, dtype: str = "auto",
-                    device: str | torch.device = "cpu"):
+                    device: str | torch.device = "cpu", quantize: str = "none"):
     """(model, tokenizer, family). Encoder-decoder models come with their LM head (text-to-text);
     decoder-only ones with theirs when ``lm`` (causal LM), else the bare decoder. ``dtype`` is one of
     BACKBONE_DTYPES (see :func:`backbone_dtype`; ``device`` is where the model will run, which
-    ``auto`` reads; the model itself is returned on the CPU)."""
+    ``auto`` reads; the model itself is returned on the CPU). ``quantize="int8"`` stores the frozen
+    layers' weights in int8 (backbones/quantize.py; CPU, an fp32 backbone)."""
     torch_dtype = backbone_dtype(dtype, device)  # a bad name fails before anything is read
+    check_quantize(quantize, device)
+    if quantize != "none" and torch_dtype not in (None, torch.float32):
+        raise ValueError(f"--quantize {quantize} quantises a float32 backbone; drop --backbone-dtype {dtype}")
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError/ValueError/HF errors for bad ids and paths
@@ -55,7 +60,10 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM if lm else AutoModel,
             "encoder": AutoModel}[kind]
     model = auto.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
-                                 dtype="auto" if torch_dtype is None else torch_dtype)
+                                 dtype=torch.float32 if quantize != "none" else
+                                 "auto" if torch_dtype is None else torch_dtype)
+    if quantize == "int8":
+        model = quantize_int8(model, kind)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     vocab = getattr(model.config, "vocab_size", None)
     if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
@@ -70,4 +78,5 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     return model, tokenizer, kind
 
 
-__all__ = ["BACKBONE_DTYPES", "ModelLoadError", "UnsupportedModelError", "backbone_dtype", "load_pretrained"]
+__all__ = ["BACKBONE_DTYPES", "QUANTIZATIONS", "ModelLoadError", "UnsupportedModelError", "backbone_dtype",
+           "load_pretrained"]
