@@ -18,6 +18,14 @@ def csv_rows(n: int, offset: int = 0) -> str:
     return "".join(f"{words[(i + offset) % 6]} {i},{'pos' if (i + offset) % 2 == 0 else 'neg'}\n" for i in range(n))
 
 
+def save_model_dir(tmp_path_factory, name: str, model, tokenizer) -> str:
+    """A local model folder (weights and tokenizer), as `readapt train --model` reads one."""
+    path = tmp_path_factory.mktemp(name)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 def one_error_line(capsys, argv) -> str:
     """The single stderr line of a refused `readapt` command (non-zero exit, no traceback)."""
     from readapt.cli import main
@@ -63,10 +71,7 @@ def tiny_model_dir(tmp_path_factory, minilm_path) -> str:
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=128))
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return save_model_dir(tmp_path_factory, "tiny-bert", model, tokenizer)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer, DynamicCache, EncoderDecoderCache, GPT2Config, GPT2LMHeadModel
 
 import readapt.train
-from conftest import one_error_line
+from conftest import one_error_line, save_model_dir
 from readapt import ReadConfig, get_read_model
 from readapt.cli import main
 from readapt.generation import generate_text
@@ -200,11 +200,9 @@ def runs(tmp_path_factory, minilm_path):
     (data / "train.csv").write_text("\n".join(rows) + "\n")
     found = {"tokenizer": tokenizer, "gpt2_lm": gpt2}
     for name, model in (("t5", t5), ("gpt2", gpt2)):
-        folder = tmp_path_factory.mktemp(name)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        folder = save_model_dir(tmp_path_factory, name, model, tokenizer)
         out = tmp_path_factory.mktemp("runs") / name
-        train(TrainArgs(model=str(folder), output=str(out), train_file=str(data / "train.csv"), epochs=1,
+        train(TrainArgs(model=folder, output=str(out), train_file=str(data / "train.csv"), epochs=1,
                         batch_size=8, max_length=16, rnn_dim=8, device="cpu"), argv=["test"])
         found[name] = str(out)
     return found

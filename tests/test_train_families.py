@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2Model, T5Config, T5ForConditionalGeneration
 
+from conftest import save_model_dir
 from readapt.cli import main
 from readapt.train import TrainArgs, load_run, train
 
@@ -21,13 +22,7 @@ def model_dirs(tmp_path_factory, minilm_path):
                                              pad_token_id=0, eos_token_id=102))
     gpt2 = GPT2Model(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
                                 bos_token_id=101, eos_token_id=102))
-    dirs = {}
-    for name, model in (("t5", t5), ("gpt2", gpt2)):
-        path = tmp_path_factory.mktemp(name)
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        dirs[name] = str(path)
-    return dirs
+    return {name: save_model_dir(tmp_path_factory, name, model, tokenizer) for name, model in (("t5", t5), ("gpt2", gpt2))}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from readapt.data.lm import encode_lm, load_lm_files
 from readapt.evaluate import model_inputs
 from readapt.train import Interrupted, TrainArgs, load_run, train
 
-from conftest import one_error_line
+from conftest import one_error_line, save_model_dir
 
 FRUITS = {"banana": "yellow", "cherry": "red", "lime": "green", "plum": "purple"}
 
@@ -46,13 +46,7 @@ def model_dirs(tmp_path_factory, tokenizer):
                                                   num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
                                                   pad_token_id=0, eos_token_id=eos)),
     }
-    dirs = {}
-    for name, model in models.items():
-        path = tmp_path_factory.mktemp(name)
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        dirs[name] = str(path)
-    return dirs
+    return {name: save_model_dir(tmp_path_factory, name, model, tokenizer) for name, model in models.items()}
 
 
 @pytest.fixture(scope="module")
