@@ -36,6 +36,7 @@ single_variants=(
   "plain-lr1e-2|--pooling mean --mixing none --lr 1e-2"
   "mixing-lr1e-2|--pooling mean --mixing attention --lr 1e-2"
   "plain-projection|--pooling mean --mixing none --joiner projection"
+  "plain-r256|--pooling mean --mixing none --rnn-dim 256"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
