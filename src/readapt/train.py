@@ -396,10 +396,31 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
 def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]], world: World = SINGLE) -> dict:
     with world.all_or_none():  # a rank that fails here stops the others before the first all-reduce
         prepared = _prepare(args, run, world)
-    return _run(args, run, argv, world, *prepared)
+    return _run(args, run, argv, world, **vars(prepared))  # by name: no field can land in the wrong place
 
 
-def _prepare(args: TrainArgs, run: rundir.Run, world: World):
+@dataclass
+class _Prepared:
+    """What a run holds once its inputs are checked, its model built and its folder opened."""
+    out_dir: Path
+    device: torch.device
+    data: TaskData
+    spec: TaskSpec
+    model: Any
+    tokenizer: Any
+    text_to_text: bool
+    lr: float
+    enc: dict
+    cache: dict
+    trackers: list
+    optimizer: Any
+    scheduler: Any
+    steps_per_epoch: int
+    progress: dict
+    resumed: Optional[dict]
+
+
+def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
     out_dir = run.path
     if args.resume:
         rundir.check_resume_args(out_dir, args)
@@ -451,8 +472,8 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World):
     resumed = _resume(out_dir, model, optimizer, scheduler, world) if args.resume else None
     if resumed is not None:
         progress = resumed
-    return (out_dir, device, data, spec, model, tokenizer, text_to_text, lr, enc, cache, trackers,
-            optimizer, scheduler, steps_per_epoch, progress, resumed)
+    return _Prepared(out_dir, device, data, spec, model, tokenizer, text_to_text, lr, enc, cache, trackers,
+                     optimizer, scheduler, steps_per_epoch, progress, resumed)
 
 
 def _run(args, run, argv, world, out_dir, device, data, spec, model, tokenizer, text_to_text, lr, enc,
