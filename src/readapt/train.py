@@ -13,14 +13,17 @@ A run directory holds, when training ends (rundir.py: the folder's lifecycle, lo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
 import json
 import math
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
 from readapt import rundir
-from readapt.backbones.loading import BACKBONE_DTYPES, load_pretrained
+from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
 from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
@@ -130,6 +133,14 @@ class TrainArgs:
                 "CPU, the checkpoint's own on GPU). READ, probe and lst train in float32 whatever it is; "
                 "methods that train backbone weights (full, bitfit, lora, prompt, adapter) keep them in "
                 "float32, so auto means float32 for them"})
+    device_map: Optional[str] = field(default=None, metadata={
+        "help": "auto: load the frozen backbone through accelerate's big-model loading, on the device and the "
+                "CPU within --max-memory and the rest offloaded to disk (--offload-folder), for a backbone "
+                "larger than the device (READ, probe and lst; one GPU at most so far)"})
+    max_memory: Optional[list[str]] = field(default=None, metadata={
+        "help": "with --device-map: DEVICE=SIZE limits, e.g. 0=20GiB cpu=60GiB (default: accelerate's own)"})
+    offload_folder: Optional[str] = field(default=None, metadata={
+        "help": "with --device-map: where offloaded weights go (default: a temporary folder)"})
     quantize: str = field(default="none", metadata={
         "help": "store the frozen backbone's weights quantised: none or int8 (CPU: torch's dynamic int8 "
                 "quantisation of its Linear layers; READ, probe and lst, which never differentiate them)"})
@@ -197,6 +208,15 @@ def check_args(args: TrainArgs) -> None:
     if args.mixing != "none" and args.method != "read":
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
     check_quantize(args.quantize, "cpu")  # the value; where it can run is checked when the model loads
+    if args.device_map is not None:
+        if args.device_map != "auto":
+            raise ValueError(f"--device-map {args.device_map}: the one value is auto")
+        if get_method(args.method).backbone_backprop:
+            raise ValueError(f"--device-map auto spreads a frozen backbone; --method {args.method} trains its "
+                             f"weights: drop --device-map, or use --method read")
+        max_memory_limits(args.max_memory)
+    elif args.max_memory or args.offload_folder:
+        raise ValueError("--max-memory and --offload-folder go with --device-map auto; add it or drop them")
     if args.quantize != "none" and get_method(args.method).backbone_backprop:
         raise ValueError(f"--quantize {args.quantize} stores frozen int8 weights; --method {args.method} trains "
                          f"the backbone's weights: drop --quantize, or use --method read")
@@ -289,6 +309,19 @@ def separate_pairs(args: TrainArgs, spec: TaskSpec, text_to_text: bool) -> bool:
     return (args.pair_encoding or get_method(args.method).pair_encoding) == "separate"
 
 
+def max_memory_limits(entries: Optional[list[str]]) -> Optional[dict]:
+    """--max-memory 0=20GiB cpu=60GiB -> {0: "20GiB", "cpu": "60GiB"} (accelerate's form)."""
+    if not entries:
+        return None
+    limits = {}
+    for entry in entries:
+        device, sep, size = entry.partition("=")
+        if not sep or not size or not (device.isdigit() or device in ("cpu", "mps")):
+            raise ValueError(f"--max-memory {entry}: write DEVICE=SIZE with DEVICE a GPU index or cpu, e.g. 0=20GiB")
+        limits[int(device) if device.isdigit() else device] = size
+    return limits
+
+
 def side_joiner(args: TrainArgs, separate: bool) -> str:
     """--joiner, else READ's default, chosen on validation like the pair encoding (README, "Sentence
     pairs"): on separately encoded pairs the projecting Joiner ties the paper's and costs less; on
@@ -326,8 +359,16 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     # Weights a method trains stay in fp32: a method that trains the backbone's loads it in fp32.
     dtype = "float32" if get_method(args.method).backbone_backprop else args.backbone_dtype
     lm = args.task_type in LM_TASK_TYPES
+    placement = {}
+    if args.device_map:  # offloaded weights need a folder; a temporary one unless the user names one
+        folder = args.offload_folder
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="readapt-offload-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        placement = {"device_map": args.device_map, "max_memory": max_memory_limits(args.max_memory),
+                     "offload_folder": folder}
     backbone, tokenizer, kind = load_pretrained(args.model, args.trust_remote_code, lm=lm, dtype=dtype, device=device,
-                                                quantize=args.quantize)
+                                                quantize=args.quantize, **placement)
     text_to_text = kind == "seq2seq"
     if lm:
         check_lm_backbone(args, backbone, kind)
@@ -336,7 +377,15 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     head = None if text_to_text or lm else HeadSpec(num_labels=spec.num_labels, pooling=pooling)
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), "joiner": side_joiner(args, separate)}
-    model = get_method(args.method).build(backbone, head, options).to(device)
+    model = get_method(args.method).build(backbone, head, options)
+    if not args.device_map:
+        return model.to(device), tokenizer, text_to_text
+    # A dispatched backbone stays where accelerate put it; what trains goes where it computes.
+    placed = getattr(backbone, "hf_device_map", None)  # absent when it all fit on one device
+    where = execution_device(placed) if placed else next(backbone.parameters()).device
+    for child in model.children():
+        if child is not backbone:
+            child.to(where)
     return model, tokenizer, text_to_text
 
 
@@ -774,7 +823,8 @@ RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_dtype": "float32", "report_to": None, "task_type": "classification", "prompt_column": None,
-              "response_column": None, "quantize": "none"}
+              "response_column": None, "quantize": "none", "device_map": None, "max_memory": None,
+              "offload_folder": None}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:

@@ -38,13 +38,30 @@ def backbone_dtype(name: str, device: str | torch.device = "cpu") -> Optional[to
     return getattr(torch, name)
 
 
+def execution_device(device_map: dict) -> torch.device:
+    """Where a dispatched backbone computes: its one GPU, or the CPU when every part sits on the CPU
+    or on disk (accelerate streams offloaded weights to that device layer by layer)."""
+    gpus = {v for v in device_map.values() if v not in ("cpu", "disk")}
+    if len(gpus) > 1:
+        raise ValueError(f"--device-map auto spread the backbone over {len(gpus)} GPUs; readapt supports one GPU "
+                         f"plus CPU/disk offload so far: limit it with --max-memory (e.g. 0=20GiB cpu=60GiB)")
+    if not gpus:
+        return torch.device("cpu")
+    gpu = gpus.pop()
+    return torch.device(f"cuda:{gpu}" if isinstance(gpu, int) else gpu)
+
+
 def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool = False, dtype: str = "auto",
-                    device: str | torch.device = "cpu", quantize: str = "none"):
+                    device: str | torch.device = "cpu", quantize: str = "none", device_map: Optional[str] = None,
+                    max_memory: Optional[dict] = None, offload_folder: Optional[str] = None):
     """(model, tokenizer, family). Encoder-decoder models come with their LM head (text-to-text);
     decoder-only ones with theirs when ``lm`` (causal LM), else the bare decoder. ``dtype`` is one of
     BACKBONE_DTYPES (see :func:`backbone_dtype`; ``device`` is where the model will run, which
     ``auto`` reads; the model itself is returned on the CPU). ``quantize="int8"`` stores the frozen
-    layers' weights in int8 (backbones/quantize.py; CPU, an fp32 backbone)."""
+    layers' weights in int8 (backbones/quantize.py; CPU, an fp32 backbone). ``device_map="auto"``
+    loads it through accelerate's big-model loading instead: spread over the device and the CPU
+    within ``max_memory``, the rest offloaded to ``offload_folder`` on disk (for a frozen backbone
+    that does not fit one device; see execution_device)."""
     torch_dtype = backbone_dtype(dtype, device)  # a bad name fails before anything is read
     check_quantize(quantize, device)
     if quantize != "none" and torch_dtype not in (None, torch.float32):
@@ -59,9 +76,14 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
     kind = family(config.model_type)  # UnsupportedModelError names the supported types
     auto = {"seq2seq": AutoModelForSeq2SeqLM, "causal": AutoModelForCausalLM if lm else AutoModel,
             "encoder": AutoModel}[kind]
+    placement = {}
+    if device_map is not None:
+        if quantize != "none":
+            raise ValueError("--device-map and --quantize do not combine yet: pass one of them")
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
     model = auto.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
                                  dtype=torch.float32 if quantize != "none" else
-                                 "auto" if torch_dtype is None else torch_dtype)
+                                 "auto" if torch_dtype is None else torch_dtype, **placement)
     if quantize == "int8":
         model = quantize_int8(model, kind)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
@@ -79,4 +101,4 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False, lm: bool
 
 
 __all__ = ["BACKBONE_DTYPES", "QUANTIZATIONS", "ModelLoadError", "UnsupportedModelError", "backbone_dtype",
-           "load_pretrained"]
+           "execution_device", "load_pretrained"]
