@@ -18,6 +18,14 @@ def csv_rows(n: int, offset: int = 0) -> str:
     return "".join(f"{words[(i + offset) % 6]} {i},{'pos' if (i + offset) % 2 == 0 else 'neg'}\n" for i in range(n))
 
 
+def refused_train(capsys, model_dir: str, tmp_path, flags: list[str]) -> str:
+    """The one error line of `readapt train` on a small CSV with ``flags`` added."""
+    (tmp_path / "train.csv").write_text("text,label\n" + csv_rows(8))
+    return one_error_line(capsys, ["train", "--model", model_dir, "--train-file", str(tmp_path / "train.csv"),
+                                   "--validation-file", str(tmp_path / "train.csv"), "--output",
+                                   str(tmp_path / "run"), "--device", "cpu", *flags])
+
+
 def save_model_dir(tmp_path_factory, name: str, model, tokenizer) -> str:
     """A local model folder (weights and tokenizer), as `readapt train --model` reads one."""
     path = tmp_path_factory.mktemp(name)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from conftest import csv_rows, one_error_line, save_model_dir
+from conftest import csv_rows, refused_train, save_model_dir
 from readapt.backbones.loading import execution_device
 from readapt.train import TrainArgs, load_run, train
 
@@ -52,8 +52,5 @@ def test_execution_device_is_the_one_gpu_or_the_cpu():
     (["--device-map", "auto", "--max-memory", "gpu0=1GB"], "write DEVICE=SIZE"),
 ])
 def test_bad_device_map_options_are_one_line(tiny_model_dir, tmp_path, capsys, flags, words):
-    (tmp_path / "train.csv").write_text("text,label\n" + csv_rows(8))
-    line = one_error_line(capsys, ["train", "--model", tiny_model_dir, "--train-file", str(tmp_path / "train.csv"),
-                                   "--validation-file", str(tmp_path / "train.csv"), "--output",
-                                   str(tmp_path / "run"), "--device", "cpu", *flags])
+    line = refused_train(capsys, tiny_model_dir, tmp_path, flags)
     assert words in line

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import csv_rows, one_error_line
+from conftest import csv_rows, refused_train
 from tiny_models import tiny_bert, tiny_llama, tiny_t5
 from readapt import ReadConfig, get_read_model
 from readapt.backbones.quantize import DynamicLinear, quantize_int8, weight_bytes
@@ -68,9 +68,6 @@ def test_int8_backbone_keeps_what_the_loss_differentiates_and_gets_no_gradient(m
     (["--quantize", "int8", "--backbone-dtype", "bfloat16"], "quantises a float32 backbone"),
 ])
 def test_bad_quantize_options_are_one_line(tiny_model_dir, tmp_path, capsys, flags, words):
-    (tmp_path / "train.csv").write_text("text,label\n" + csv_rows(8))
-    line = one_error_line(capsys, ["train", "--model", tiny_model_dir, "--train-file", str(tmp_path / "train.csv"),
-                                   "--validation-file", str(tmp_path / "train.csv"), "--output",
-                                   str(tmp_path / "run"), "--device", "cpu", *flags])
+    line = refused_train(capsys, tiny_model_dir, tmp_path, flags)
     assert words in line
     assert not (tmp_path / "run").exists()
