@@ -15,7 +15,7 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoTokenizer, DynamicCache, EncoderDecoderCache, GPT2Config, GPT2LMHeadModel
+from transformers import AutoTokenizer, DynamicCache, EncoderDecoderCache, GPT2LMHeadModel
 
 import readapt.train
 from conftest import one_error_line, save_model_dir
@@ -23,7 +23,7 @@ from readapt import ReadConfig, get_read_model
 from readapt.cli import main
 from readapt.generation import generate_text
 from readapt.train import TrainArgs, load_run, train
-from tiny_models import tiny_gpt2, tiny_llama, tiny_t5
+from tiny_models import tiny_gpt2, tiny_gpt2_config, tiny_llama, tiny_t5, tiny_t5_config
 
 
 
@@ -185,16 +185,13 @@ def test_a_classification_model_cannot_generate():
 def runs(tmp_path_factory, minilm_path):
     """A T5 run and a GPT-2 classification run from `readapt train`, and a decoder-only LM with the
     same real tokenizer (MiniLM's), all tiny and random."""
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     vocab = tokenizer.vocab_size
     torch.manual_seed(0)
-    t5 = T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                             num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
-                                             pad_token_id=0, eos_token_id=102))
-    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                      bos_token_id=101, eos_token_id=102))
+    t5 = T5ForConditionalGeneration(tiny_t5_config(vocab))
+    gpt2 = GPT2LMHeadModel(tiny_gpt2_config(vocab))
     data = tmp_path_factory.mktemp("gen-data")
     rows = ["text,label"] + [f"{w},{lab}" for w, lab in [("a fine bright film", "pos"), ("dull and grey", "neg")] * 8]
     (data / "train.csv").write_text("\n".join(rows) + "\n")

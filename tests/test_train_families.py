@@ -5,11 +5,12 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2Model, T5Config, T5ForConditionalGeneration
+from transformers import AutoTokenizer, GPT2Model, T5ForConditionalGeneration
 
 from conftest import save_model_dir
 from readapt.cli import main
 from readapt.train import TrainArgs, load_run, train
+from tiny_models import tiny_gpt2_config, tiny_t5_config
 
 
 @pytest.fixture(scope="module")
@@ -17,11 +18,8 @@ def model_dirs(tmp_path_factory, minilm_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     vocab = tokenizer.vocab_size
     torch.manual_seed(0)
-    t5 = T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                             num_decoder_layers=2, num_heads=4, decoder_start_token_id=0,
-                                             pad_token_id=0, eos_token_id=102))
-    gpt2 = GPT2Model(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                bos_token_id=101, eos_token_id=102))
+    t5 = T5ForConditionalGeneration(tiny_t5_config(vocab))
+    gpt2 = GPT2Model(tiny_gpt2_config(vocab))
     return {name: save_model_dir(tmp_path_factory, name, model, tokenizer) for name, model in (("t5", t5), ("gpt2", gpt2))}
 
 

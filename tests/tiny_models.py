@@ -29,3 +29,14 @@ def tiny_llama() -> LlamaForCausalLM:
     return LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=1,
                                         pad_token_id=0))
+
+
+# With a real tokenizer's vocabulary (MiniLM's: [CLS] 101, [SEP] 102), for runs through `readapt train`.
+def tiny_t5_config(vocab: int) -> T5Config:
+    return T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=102)
+
+
+def tiny_gpt2_config(vocab: int) -> GPT2Config:
+    return GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=101,
+                      eos_token_id=102)
