@@ -48,6 +48,8 @@ def test_sweep_trains_every_cell_over_one_frozen_pass_and_picks_on_validation(ti
     (["seed=1,2"], [], "the sweep sets --seed itself"),
     (["rnn_dim=4,8", "rnn_dim=16"], [], "given twice"),
     (["rnn_dim=4,8"], ["rnn_dim=16"], "given twice"),
+    (["rnn_dim=4,8"], ["allow_changed_data=yes"], "a switch takes true or false"),
+    (["allow_changed_data=true,maybe"], [], "a switch takes true or false"),
     (["rnn_dim=4,8"], ["task_type=causal_lm"], "readapt sweep ranks classification scores"),
     (["rnn_dim=" + ",".join(map(str, range(1, 1002)))], [], "at most 1000"),
 ])

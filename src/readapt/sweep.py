@@ -75,20 +75,25 @@ def _option(text: str, flag: str, fields: dict) -> tuple[str, str]:
     return name, value
 
 
-def _flags(name: str, value: str, kind) -> list[str]:
+def _train_option_types() -> dict[str, str]:
+    """readapt train's options and their annotations (strings: train.py postpones annotations)."""
+    from readapt.train import TrainArgs
+
+    return {f.name: str(f.type) for f in dataclasses.fields(TrainArgs)}
+
+
+def _flags(name: str, value: str, kind: str) -> list[str]:
     flag = "--" + name.replace("_", "-")
-    if kind is bool or kind == "bool":  # store_true flags: present or absent
+    if kind == "bool":  # store_true flags: present or absent
         if value.lower() not in ("true", "false"):
             raise ValueError(f"{name}={value}: a switch takes true or false")
         return [flag] if value.lower() == "true" else []
-    return [flag, *value.split()] if "list" in str(kind) else [flag, value]
+    return [flag, *value.split()] if "list" in kind else [flag, value]
 
 
 def plan(args: SweepArgs) -> tuple[list[dict[str, str]], dict[str, str]]:
     """(the grid's cells as {option: value}, the options every cell shares), all checked."""
-    from readapt.train import TrainArgs
-
-    fields = {f.name: f.type for f in dataclasses.fields(TrainArgs)}
+    fields = _train_option_types()
     fixed = dict(_option(text, "set", fields) for text in args.set)
     axes: dict[str, list[str]] = {}
     for text in args.grid:
@@ -98,6 +103,9 @@ def plan(args: SweepArgs) -> tuple[list[dict[str, str]], dict[str, str]]:
         axes[name] = [v.strip() for v in values.split(",") if v.strip()]
     if not axes:
         raise ValueError("give at least one --grid OPTION=V1,V2 (e.g. --grid rnn_dim=64,128,256)")
+    for name, values in [*((n, [v]) for n, v in fixed.items()), *axes.items()]:
+        for value in values:  # a switch given "yes" fails now, not when its cell's turn comes
+            _flags(name, value, fields[name])
     cells = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     if len(cells) * len(args.seeds) > MAX_CELLS:
         raise ValueError(f"the grid has {len(cells) * len(args.seeds):,d} runs (cells x seeds); at most {MAX_CELLS}")
@@ -110,9 +118,7 @@ def cell_name(cell: dict[str, str], seed: int) -> str:
 
 
 def cell_command(args: SweepArgs, options: dict[str, str], seed: int, run_dir: Path) -> list[str]:
-    from readapt.train import TrainArgs
-
-    kinds = {f.name: f.type for f in dataclasses.fields(TrainArgs)}
+    kinds = _train_option_types()
     cmd = [sys.executable, "-m", "readapt", "train", "--model", args.model, "--method", "read", "--seed", str(seed),
            "--output", str(run_dir), "--device", args.device, "--cache", "on"]
     if args.task:
