@@ -150,8 +150,8 @@ class ReadModel(nn.Module):
         cross_read = None if cross is None else cross[:, read]                          # (L, M, d)
         correction = self.side(tokens, cross_read, read)                                # (M, d)
         final = states.hidden_states[-1]
-        rows, cols = read.nonzero(as_tuple=True)
-        return final.to(correction.dtype).index_put((rows, cols), final[read].to(correction.dtype) + correction)
+        where = (tokens.rows, tokens.cols)                                               # the M positions read
+        return final.to(correction.dtype).index_put(where, final[where].to(correction.dtype) + correction)
 
     def _classify(self, states: BackboneStates, labels, segment_ids=None):
         mask = states.attention_mask
