@@ -6,7 +6,7 @@ Rows (each cell mean ± std over the seeds that ran; the table's seeds column sa
   full, bitfit, lora, prompt, adapter, lst   benchmarks/results/glue (bash benchmarks/glue.sh): each
                                             method's defaults (one sequence per pair, mean pooling); full
                                             fine-tuning's seeds 1-2 on SST-2 and RTE from
-                                            benchmarks/results/glue_full_seeds (glue_full_seeds.sh)
+                                            benchmarks/results/glue_seeds (glue_seeds.sh)
   read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
   read                                      READ's default today: on the pair tasks separately encoded
                                             pairs, pair pooling and the projecting Joiner
@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     records = [json.loads(line) for line in (ROOT / "glue" / "results.jsonl").read_text().splitlines()]
     records = [r for r in records if r["method"] != "read"]
-    full_seeds = ROOT / "glue_full_seeds" / "results.jsonl"  # bash benchmarks/glue_full_seeds.sh: seeds 1-2
+    full_seeds = ROOT / "glue_seeds" / "results.jsonl"  # bash benchmarks/glue_seeds.sh: seeds 1-2
     if full_seeds.is_file():
         records += [json.loads(line) for line in full_seeds.read_text().splitlines() if line.strip()]
     variants = ROOT / "read_variants" / "results.jsonl"  # written by variants_table.py

@@ -29,6 +29,9 @@ pair_variants=(
   "mixing-separate|--pair-encoding separate --mixing attention"
   "separate-lr1e-2|--pair-encoding separate --mixing none --lr 1e-2"
   "separate-projection|--pair-encoding separate --mixing none --joiner projection"
+  "separate-projection-gru|--pair-encoding separate --mixing none --joiner projection --rnn-type gru"
+  "separate-projection-even|--pair-encoding separate --mixing none --joiner projection --layers 2 4 6"
+  "separate-projection-gru-even|--pair-encoding separate --mixing none --joiner projection --rnn-type gru --layers 2 4 6"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"
@@ -37,6 +40,11 @@ single_variants=(
   "mixing-lr1e-2|--pooling mean --mixing attention --lr 1e-2"
   "plain-projection|--pooling mean --mixing none --joiner projection"
   "plain-r256|--pooling mean --mixing none --rnn-dim 256"
+  "plain-gru|--pooling mean --mixing none --rnn-type gru"
+  "plain-even|--pooling mean --mixing none --layers 2 4 6"
+  "plain-top3|--pooling mean --mixing none --layers 4 5 6"
+  "plain-gru-even|--pooling mean --mixing none --rnn-type gru --layers 2 4 6"
+  "plain-last|--pooling mean --mixing none --aggregation last"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
