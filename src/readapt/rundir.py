@@ -62,8 +62,8 @@ _STEP_FILES = frozenset((ckpt.TRAINABLE_NAME, ckpt.TRAINABLE_NAME + ".tmp", ckpt
 # The state cache's options only say where the frozen pass's states come from; report_to only where
 # the losses are logged.
 RESUMABLE_CHANGES = ("output", "resume", "overwrite", "device", "save_every", "allow_changed_data",
-                     "cache", "cache_dir", "cache_max_gb", "cache_dtype", "cache_states", "report_to",
-                     "device_map", "max_memory", "offload_folder")
+                     "cache", "cache_dir", "cache_max_gb", "cache_keep_gb", "cache_dtype", "cache_states",
+                     "report_to", "device_map", "max_memory", "offload_folder")
 
 
 class RunBusy(ValueError):

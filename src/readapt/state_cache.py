@@ -7,8 +7,10 @@ states never change. A cache entry holds one split's states: only the layers REA
 
     $READAPT_CACHE  (else $XDG_CACHE_HOME/readapt/states, else ~/.cache/readapt/states)
       CACHEDIR.TAG                  marks the folder as a cache (backup tools skip it)
-      .lock                         flock: shared while building, exclusive to clear killed builds
-      <key>/manifest.json           what the entry holds; size + sha256 of every file (written last)
+      .lock                         flock: shared while building or evicting, exclusive to clear killed
+                                    builds and for `readapt cache clear`
+      <key>/manifest.json           what the entry holds; size + sha256 of every file (written last);
+                                    "source": the model, task and split it came from (shown by `readapt cache list`)
       <key>/index.npy               per sequence: shard, offset (in values), real tokens
       <key>/shard-00000.bin ...     raw float32/float16/bfloat16 values, (layers, tokens, d) per sequence
       tmp-<key>-<pid>-<random>/     an entry being built, renamed to <key> once complete
@@ -19,6 +21,10 @@ states never change. A cache entry holds one split's states: only the layers REA
 * Built into a temporary folder, manifest last, then renamed: a kill leaves no entry. Every load
   checks the manifest and each file's size and sha256 first: a damaged entry is rebuilt (with a
   warning), never used. Shards are memory-mapped: the OS pages states in as batches need them.
+* An entry folder's mtime is its last use: set when it is built and on every load that hits it.
+  A run that builds evicts the least recently used entries first, to keep the folder within
+  --cache-keep-gb; `readapt cache list` / `readapt cache clear` show and trim it by hand. Evicting
+  moves an entry aside, then deletes it: a process that mapped its shards keeps reading them.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import secrets
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -56,6 +65,9 @@ MANIFEST = "manifest.json"
 INDEX = "index.npy"
 LOCK = ".lock"
 TMP_PREFIX = "tmp-"
+TAG = "CACHEDIR.TAG"
+_TAG_MARK = "readapt's state cache"  # in the tag's comment line: the folder is ours to delete from
+_ENTRY_NAME = re.compile(r"[0-9a-f]{40}")  # entry_key's form: nothing else in the folder is ever evicted
 _MANIFEST_LIMIT = 16 << 20
 _HASH_BLOCK = 4 << 20
 
@@ -66,6 +78,10 @@ class CacheError(ValueError):
 
 class Damaged(Exception):
     """An entry on disk does not match its manifest or the data asking for it."""
+
+
+class CacheBusy(CacheError):
+    """Another process is building entries: `readapt cache clear` must not run under it."""
 
 
 def default_cache_dir() -> Path:
@@ -198,8 +214,9 @@ class _ShardWriter:
 
 
 def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
-                 states: Iterator[tuple[int, torch.Tensor]], dtype: str) -> None:
-    """Write one entry into ``folder`` (a fresh temporary one): shards, index, manifest last."""
+                 states: Iterator[tuple[int, torch.Tensor]], dtype: str, source: Optional[dict] = None) -> None:
+    """Write one entry into ``folder`` (a fresh temporary one): shards, index, manifest last.
+    ``source`` (model, task, split) is for people reading the cache: no load checks it."""
     lengths = real_lengths(items)
     index = np.zeros((len(lengths), 3), dtype=np.int64)
     writer = _ShardWriter(folder, dtype)
@@ -218,7 +235,7 @@ def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
                 "dtype": dtype, "sequences": len(lengths), "items": len(items),
                 "bytes": sum(s["bytes"] for s in shards),
                 "index": {"file": INDEX, "bytes": (folder / INDEX).stat().st_size, "sha256": _sha256(folder / INDEX)},
-                "shards": shards}
+                "shards": shards, "source": source}
     with open(folder / MANIFEST, "x", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.flush()
@@ -294,14 +311,16 @@ class StateCache:
         if not folder.is_dir():
             return None
         try:
-            return _read_entry(folder, key, items, describe, self.dtype)
+            states = _read_entry(folder, key, items, describe, self.dtype)
         except Damaged as exc:
             warn(f"state cache entry {folder} is damaged or stale ({exc}); rebuilding it")
             self._discard(folder)
             return None
+        _mark_used(folder)
+        return states
 
     def build(self, key: str, items: list[dict], describe: dict,
-              states: Iterator[tuple[int, torch.Tensor]]) -> list[torch.Tensor]:
+              states: Iterator[tuple[int, torch.Tensor]], source: Optional[dict] = None) -> list[torch.Tensor]:
         """Write the entry from ``states`` (see frozen_pass) and load it back. A failure or a kill
         leaves no entry: only a temporary folder, removed now or by the next build."""
         self._prepare()
@@ -309,7 +328,7 @@ class StateCache:
             tmp = self.root / f"{TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}"
             tmp.mkdir()
             try:
-                _write_entry(tmp, key, items, describe, states, self.dtype)
+                _write_entry(tmp, key, items, describe, states, self.dtype, source)
                 try:
                     os.rename(tmp, self.root / key)
                 except OSError as exc:  # another process finished the same entry first: use theirs
@@ -349,27 +368,132 @@ class StateCache:
         finally:
             os.close(fd)  # closing drops the flock
 
-    def _discard(self, folder: Path) -> None:
-        """Move a damaged entry aside (atomic), then delete it; readers that mapped it keep their pages."""
-        aside = self.root / f"{TMP_PREFIX}{folder.name}-damaged-{os.getpid()}-{secrets.token_hex(4)}"
+    def _discard(self, folder: Path, why: str = "damaged") -> bool:
+        """Move an entry aside (atomic), then delete it; readers that mapped it keep their pages.
+        False if it could not be moved (gone already, or a read-only cache)."""
+        aside = self.root / f"{TMP_PREFIX}{folder.name}-{why}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             os.rename(folder, aside)
-            shutil.rmtree(aside, ignore_errors=True)
         except OSError:
-            pass  # a read-only cache: the rebuild's rename then fails and says so
+            return False  # a read-only cache: the rebuild's rename then fails and says so
+        shutil.rmtree(aside, ignore_errors=True)
+        return True
+
+    # -- what the folder holds, and eviction --------------------------------------------------------
+    def is_ours(self) -> bool:
+        """The folder carries the CACHEDIR.TAG readapt writes: only then is anything in it deleted."""
+        try:
+            return _TAG_MARK in (self.root / TAG).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+
+    def check_ours(self, outcome: str) -> None:
+        if not self.is_ours():
+            raise CacheError(f"{self.root} is not a readapt state cache (no CACHEDIR.TAG written by readapt), "
+                             f"{outcome}: pass --cache-dir with the cache's folder")
+
+    def entries(self) -> list[Entry]:
+        """Complete entries, least recently used first (builds in flight are not entries yet)."""
+        found = []
+        for folder in self.root.iterdir():
+            if _ENTRY_NAME.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+                stat = folder.stat()
+                found.append(Entry(folder.name, folder, _folder_bytes(folder), stat.st_mtime))
+        return sorted(found, key=lambda entry: entry.last_used)
+
+    def make_room(self, needed: int, keep_bytes: int, protect: set[str]) -> list[Entry]:
+        """Evict the least recently used entries, none in ``protect``, until the entries plus
+        ``needed`` fit ``keep_bytes``; returns those evicted. Under the shared lock: builds go on beside
+        it (their tmp- folders are never touched), a `readapt cache clear` waits."""
+        if not self.is_ours():  # nothing built here yet, or a folder readapt did not make
+            return []
+        with self._lock(fcntl.LOCK_SH):
+            entries = self.entries()
+            over = sum(entry.bytes for entry in entries) + needed - keep_bytes
+            return self._evict(least_recently_used(entries, over, protect))
+
+    def clear(self, keep_bytes: Optional[int]) -> list[Entry]:
+        """Evict the least recently used entries until the rest fit ``keep_bytes`` (None: all), and
+        what killed builds left. Refuses a folder readapt did not tag, and (CacheBusy) while any
+        process builds here: a build in flight must find the folder as it left it."""
+        if not self.root.exists():
+            return []
+        self.check_ours("nothing deleted")
+        self._prepare()  # removes the temporary folders of killed builds
+        try:
+            with self._lock(fcntl.LOCK_EX | fcntl.LOCK_NB):
+                entries = self.entries()
+                if keep_bytes is not None:
+                    entries = least_recently_used(entries, sum(e.bytes for e in entries) - keep_bytes, set())
+                return self._evict(entries)
+        except BlockingIOError:
+            raise CacheBusy(f"a run is building states in {self.root}: try again when it ends") from None
+
+    def _evict(self, entries: list[Entry]) -> list[Entry]:
+        return [entry for entry in entries if self._discard(entry.folder, "evicted")]
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    folder: Path
+    bytes: int
+    last_used: float  # the folder's mtime (seconds since the epoch)
+
+    def manifest(self) -> Optional[dict]:
+        """The entry's manifest, or None if it cannot be read (a damaged entry still lists)."""
+        try:
+            with open(self.folder / MANIFEST, "rb") as f:
+                found = json.loads(f.read(_MANIFEST_LIMIT + 1))
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+
+def least_recently_used(entries: list[Entry], over: int, protect: set[str]) -> list[Entry]:
+    """The oldest-used entries outside ``protect`` whose sizes add up to at least ``over`` bytes
+    (all of them if they do not). ``entries`` are least recently used first."""
+    chosen, freed = [], 0
+    for entry in entries:
+        if freed >= over:
+            break
+        if entry.key not in protect:
+            chosen.append(entry)
+            freed += entry.bytes
+    return chosen
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(child.stat(follow_symlinks=False).st_size for child in os.scandir(folder))
+
+
+def _mark_used(folder: Path) -> None:
+    """Set the entry's mtime to now: eviction keeps what runs read, whatever was built first."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass  # a read-only cache is never evicted from by this process either
+
+
+def check_gib(flag: str, value: float) -> None:
+    """A GiB option within 0..1000000, as one line naming it."""
+    if not (0 <= value <= 1e6 and math.isfinite(value)):
+        raise ValueError(f"{flag} {value} is out of range: use 0..1000000 (GiB)")
 
 
 # -- what a run uses -----------------------------------------------------------------------------------
 def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_name: str, max_length: int,
                     separate_pairs: bool, device: torch.device, batch_size: int, mode: str = "auto",
                     cache_dir: Optional[str] = None, max_gb: float = 8.0, dtype: str = "float32",
-                    build: bool = True) -> dict[str, Any]:
+                    build: bool = True, keep_gb: float = 20.0, task: Optional[str] = None) -> dict[str, Any]:
     """Attach each split's cached states to its items (``item["states"]``, memory-mapped; see
     evaluate.model_inputs), building the entries that are missing with one frozen pass each.
 
     ``mode`` auto uses the cache when the missing entries fit ``max_gb`` and the free space, and
     says why not otherwise; on insists (errors instead). ``build=False`` only reads: splits whose
-    entry is missing keep their token ids (one pass over them costs what building would).
+    entry is missing keep their token ids (one pass over them costs what building would). Before
+    building, the least recently used entries of other data are evicted to keep the folder within
+    ``keep_gb`` (0: never). ``task`` names the data in the entries' manifests.
     Returns what metrics.json records: ``cache`` (hit: nothing built; miss: something built; off),
     ``cache_seconds``, ``cache_bytes``."""
     off = {"cache": "off", "cache_seconds": 0.0, "cache_bytes": 0}
@@ -394,6 +518,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     if not splits:
         return off
     needed = sum(sizes[name] for name in missing)
+    if missing and build and keep_gb and not _over_max_gb(needed, mode, max_gb):
+        _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     why_not = _why_not(cache.root, needed, mode, max_gb) if missing else None
     if why_not:
         if mode == "on":
@@ -410,7 +536,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             sequences = [fields for item in items for _, fields in item_sequences(item)]
             states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
                                  desc=f"caching {name} states")
-            found[name] = cache.build(keys[name], items, describe, states)
+            found[name] = cache.build(keys[name], items, describe, states,
+                                      source={"model": model_name, "task": task, "split": name})
     except (OSError, CacheError) as exc:  # not writable, no space left, ...
         problem = str(exc) if isinstance(exc, CacheError) else _write_problem(exc, cache.root)
         if mode == "on":
@@ -443,7 +570,7 @@ def _write_problem(exc: OSError, root: Path) -> str:
 
 def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]:
     """Why the missing entries cannot be built, or None."""
-    if mode == "auto" and needed > max_gb * 1024**3:
+    if _over_max_gb(needed, mode, max_gb):
         return (f"this run's states would take {human_bytes(needed)}, above --cache-max-gb {max_gb:g}; "
                 f"raise it, or pass --cache on")
     existing = next(p for p in (root, *root.parents) if p.exists())
@@ -455,6 +582,23 @@ def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]
         return (f"this run's states would take {human_bytes(needed)}, but {existing} has only {human_bytes(free)} "
                 f"free; free space, or pass --cache-dir elsewhere or --cache off")
     return None
+
+
+def _over_max_gb(needed: int, mode: str, max_gb: float) -> bool:
+    return mode == "auto" and needed > max_gb * 1024**3
+
+
+def _evict_for(cache: StateCache, needed: int, keep_gb: float, protect: set[str]) -> None:
+    """Make room for ``needed`` new bytes within ``keep_gb``, saying what went. A cache that cannot
+    be written is left to the build to report."""
+    try:
+        evicted = cache.make_room(needed, int(keep_gb * 1024**3), protect)
+    except OSError:
+        return
+    if evicted:
+        entries = "1 entry" if len(evicted) == 1 else f"{len(evicted)} entries"
+        tqdm.write(f"state cache: freed {human_bytes(sum(entry.bytes for entry in evicted))} ({entries} used least "
+                   f"recently) to stay within --cache-keep-gb {keep_gb:g}; readapt cache list shows what is left")
 
 
 def _versions() -> list[str]:

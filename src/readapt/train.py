@@ -48,7 +48,7 @@ from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
 from readapt.reporting import Reporter, check_installed, reporter_names
-from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, use_state_cache
+from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
 
 RUN_CONFIG = rundir.RUN_CONFIG
 METRICS = rundir.METRICS
@@ -157,6 +157,9 @@ class TrainArgs:
                 "else ~/.cache/readapt/states)"})
     cache_max_gb: float = field(default=8.0, metadata={
         "help": "--cache auto builds what is missing only if this run's states take at most this many GiB"})
+    cache_keep_gb: float = field(default=20.0, metadata={
+        "help": "a run that builds states first evicts the least recently used entries of other data, to keep "
+                "the state cache folder within this many GiB (0: never evict; readapt cache list / clear by hand)"})
     cache_dtype: str = field(default="float32", metadata={
         "help": "state cache storage: float32 (results identical to no cache), float16 or bfloat16 (half the "
                 "disk; results within rounding)"})
@@ -230,8 +233,8 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError("--cache-states is the old name of --cache on; drop it or --cache off")
     if args.cache_dtype not in CACHE_DTYPES:
         raise ValueError(f"--cache-dtype {args.cache_dtype}: choose one of {', '.join(CACHE_DTYPES)}")
-    if not (0 <= args.cache_max_gb <= 1e6 and math.isfinite(args.cache_max_gb)):
-        raise ValueError(f"--cache-max-gb {args.cache_max_gb} is out of range: use 0..1000000 (GiB)")
+    check_gib("--cache-max-gb", args.cache_max_gb)
+    check_gib("--cache-keep-gb", args.cache_keep_gb)
     check_task_type(args)
 
 
@@ -500,7 +503,8 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
     cache = use_state_cache(model, tokenizer, enc, model_name=args.model, max_length=args.max_length,
                             separate_pairs=separate, device=device, batch_size=args.eval_batch_size,
                             mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
-                            max_gb=args.cache_max_gb, dtype=args.cache_dtype)
+                            max_gb=args.cache_max_gb, dtype=args.cache_dtype, keep_gb=args.cache_keep_gb,
+                            task=spec.name)
 
     trackers = reporter_names(args.report_to)
     check_installed(trackers)
@@ -822,8 +826,8 @@ RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
-              "cache_dtype": "float32", "report_to": None, "task_type": "classification", "prompt_column": None,
-              "response_column": None, "quantize": "none", "device_map": None, "max_memory": None,
+              "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
+              "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None, "max_memory": None,
               "offload_folder": None}
 
 
