@@ -6,6 +6,7 @@
     readapt predict --run runs/rt --input-file test.csv --output-format text   # .csv/.tsv/.jsonl/lines, - = stdin
     readapt generate --run runs/lm --prompt "Once upon a time" --max-new-tokens 40   # streams the text
     readapt demo
+    readapt cache list                     # the state cache's entries; readapt cache clear --keep-gb 10
 
 Errors are one line on stderr with a non-zero exit code; --debug shows the traceback.
 """
@@ -328,6 +329,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, preset: Option
         hint = hints[f.name]
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         kwargs: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help", "")}
+        if f.metadata.get("positional"):  # readapt cache list: the field is a word, not a flag
+            parser.add_argument(f.name, metavar=f.name.upper(), help=kwargs["help"])
+            continue
         if hint is bool:
             kwargs["action"] = "store_true"
         else:
@@ -363,8 +367,16 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from readapt.cache_command import run_cache
+
+    run_cache(args)
+    return 0
+
+
 def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
     from readapt.bench import BenchArgs
+    from readapt.cache_command import CacheArgs
     from readapt.sweep import SweepArgs
     from readapt.train import TrainArgs
 
@@ -376,6 +388,8 @@ def _commands() -> dict[str, tuple[Any, Callable[[Any], int], str]]:
         "demo": (DemoArgs, cmd_demo, "READ on the packaged MiniLM and Rotten Tomatoes, offline"),
         "bench": (BenchArgs, cmd_bench, "tasks x methods x seeds, each run in its own process; table and plots"),
         "sweep": (SweepArgs, cmd_sweep, "READ side-network configs on one task over one state cache; best on validation"),
+        "cache": (CacheArgs, cmd_cache, "list the state cache's entries (size, last use, source) or clear the "
+                  "least recently used"),
     }
 
 
