@@ -527,3 +527,49 @@ def test_trust_remote_code_is_off_unless_asked(files, tmp_path, monkeypatch, cap
     seen.clear()
     assert main(_argv("train", _good(files, tmp_path / "cli"))) == 0  # end to end through the CLI
     assert seen and all(flag is False for _, flag in seen), seen
+
+
+# -- readapt cache (issue 10) -------------------------------------------------------------------------------------
+def test_cache_command_bad_values_are_one_line(tmp_path, capsys):
+    cache_dir = str(tmp_path)
+    for argv, words in [
+            (["clear"], "readapt cache clear needs one of --keep-gb N (keep the N GiB used most recently) or --all"),
+            (["clear", "--keep-gb", "1", "--all"], "needs one of --keep-gb N"),
+            (["clear", "--keep-gb", "-2"], "--keep-gb -2.0 is out of range: use 0..1000000 (GiB)"),
+            (["clear", "--keep-gb", "inf"], "--keep-gb inf is out of range"),
+            (["list", "--all"], "--keep-gb and --all go with readapt cache clear; drop them to list"),
+            (["empty"], "readapt cache empty: choose one of list, clear")]:
+        assert words in run_cli(capsys, ["cache", *argv, "--cache-dir", cache_dir])[1]
+
+
+def test_cache_command_never_deletes_a_folder_readapt_did_not_tag(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / ("a" * 40)).mkdir(parents=True)  # named like an entry: still the user's
+    (mine / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n# another tool's cache\n")
+    for argv in (["clear", "--all"], ["list"]):
+        line = run_cli(capsys, ["cache", *argv, "--cache-dir", str(mine)])[1]
+        assert line.endswith(f"{mine} is not a readapt state cache (no CACHEDIR.TAG written by readapt), "
+                             f"{'nothing deleted' if argv[0] == 'clear' else 'nothing listed'}: pass --cache-dir "
+                             f"with the cache's folder")
+    assert sorted(p.name for p in mine.iterdir()) == ["CACHEDIR.TAG", "a" * 40]
+
+
+def test_cache_clear_waits_for_no_one_while_a_run_builds(tmp_path, capsys):
+    import fcntl
+    import os
+
+    from readapt.state_cache import StateCache
+
+    cache = StateCache(tmp_path)
+    cache._prepare()  # an empty readapt cache: tagged, with its lock file
+    entry = tmp_path / ("b" * 40)
+    entry.mkdir()
+    building = os.open(tmp_path / ".lock", os.O_RDWR)
+    fcntl.flock(building, fcntl.LOCK_SH)
+    try:
+        _, line = run_cli(capsys, ["cache", "clear", "--all", "--cache-dir", str(tmp_path)])
+    finally:
+        os.close(building)
+    assert line == f"readapt: error: a run is building states in {tmp_path}: try again when it ends"
+    assert entry.is_dir()
+    assert main(["cache", "clear", "--all", "--cache-dir", str(tmp_path)]) == 0 and not entry.exists()

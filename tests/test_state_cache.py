@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -327,7 +328,8 @@ def test_cache_flags_are_checked_and_do_not_block_resume(tiny_model_dir, files, 
         (["--cache", "always"], "--cache always: choose one of auto, on, off"),
         (["--cache-dtype", "int8"], "--cache-dtype int8: choose one of float32, float16, bfloat16"),
         (["--cache-states", "--cache", "off"], "--cache-states is the old name of --cache on"),
-        (["--cache-max-gb", "-1"], "--cache-max-gb -1.0 is out of range")]
+        (["--cache-max-gb", "-1"], "--cache-max-gb -1.0 is out of range"),
+        (["--cache-keep-gb", "nan"], "--cache-keep-gb nan is out of range: use 0..1000000 (GiB)")]
     for extra, words in refusals:
         assert words in one_error_line(capsys, [*argv, *extra])
     assert not (tmp_path / "x").exists()
@@ -337,13 +339,13 @@ def test_cache_flags_are_checked_and_do_not_block_resume(tiny_model_dir, files, 
                     argv=["t"])
     assert metrics["cache"] == "miss"
     config = json.loads((run / "run_config.json").read_text())
-    for name in ("cache", "cache_dir", "cache_max_gb", "cache_dtype"):
+    for name in ("cache", "cache_dir", "cache_max_gb", "cache_keep_gb", "cache_dtype"):
         del config["args"][name]
     config["args"]["cache_states"] = False
     (run / "run_config.json").write_text(json.dumps(config))
     assert read_run_config(run)[0].cache == "auto"
     check_resume_args(run, _args(tiny_model_dir, files, run, epochs=1, cache="off", cache_dtype="bfloat16",
-                                 cache_dir="/elsewhere", cache_max_gb=1.0))
+                                 cache_dir="/elsewhere", cache_max_gb=1.0, cache_keep_gb=0.0))
 
 
 def test_a_hub_model_is_keyed_by_the_snapshot_it_was_loaded_from(tiny_model_dir, tmp_path, monkeypatch):
@@ -369,3 +371,151 @@ def test_default_folder_and_the_suite_never_writes_into_home(monkeypatch):
     assert state_cache.default_cache_dir() == Path("/xdg/readapt/states")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert state_cache.default_cache_dir() == Path.home() / ".cache" / "readapt" / "states"
+
+
+
+# -- eviction: last use, readapt cache list / clear, --cache-keep-gb (issue 10) ---------------------------------------
+TEXT_SETS = [("a fine film", "dull"), ("bright and fine", "grey mess"), ("a joy", "a bore"), ("fine", "not fine"),
+             ("grey", "bright"), ("a mess", "a joy to watch")]
+LONG_AGO = 1_000_000_000.0  # 2001-09-09
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """(model, tokenizer), as _use takes them."""
+    return _model(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _entry(tiny, cache_dir, model_dir, texts, **extra) -> Path:
+    """The entry use_state_cache builds for ``texts`` (one split, train)."""
+    model, tokenizer = tiny
+    before = set(Path(cache_dir).glob("*/"))
+    assert _use(model, tokenizer, _encoded(tokenizer, texts), cache_dir, model_dir, task="toy", **extra)["cache"] \
+        == "miss"
+    (entry,) = set(Path(cache_dir).glob("*/")) - before
+    return entry
+
+
+def _used_long_ago(entries: list[Path]) -> None:
+    """The first entry used longest ago, each next one an hour later."""
+    for hour, entry in enumerate(entries):
+        os.utime(entry, (LONG_AGO + 3600 * hour,) * 2)
+
+
+def _size(*entries: Path) -> int:
+    return sum(f.stat().st_size for entry in entries for f in entry.iterdir())
+
+
+def _cache_cli(capsys, *argv) -> list[str]:
+    capsys.readouterr()
+    assert main(["cache", *argv]) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def _left(cache_dir: Path) -> set[str]:
+    return {p.name for p in cache_dir.iterdir() if p.is_dir()}
+
+
+def test_cache_list_shows_each_entry_and_the_total(tiny, tiny_model_dir, tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    assert _cache_cli(capsys, "list", "--cache-dir", str(cache_dir)) == [
+        f"no state cache at {cache_dir} (no run has built one there)"]
+    old, new = (_entry(tiny, cache_dir, tiny_model_dir, texts) for texts in TEXT_SETS[:2])
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["source"]  # an entry built before manifests named their source
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    _used_long_ago([old, new])
+    header, *lines, total = _cache_cli(capsys, "list", "--cache-dir", str(cache_dir))
+    assert header.split() == ["key", "size", "last", "used", "source"]
+    assert [line.split()[0] for line in lines] == [new.name[:12], old.name[:12]]  # most recently used first
+    assert lines[0].endswith(f"{tiny_model_dir} toy train, 2 examples, float32")
+    assert lines[1].endswith("2 examples, float32 (source not recorded)")
+    assert time.strftime("%Y-%m-%d %H:%M", time.localtime(LONG_AGO)) in lines[1]
+    assert total == f"2 entries, {state_cache.human_bytes(_size(old, new))} in {cache_dir}"
+    for entry in (old, new):
+        shutil.rmtree(entry)
+    assert _cache_cli(capsys, "list", "--cache-dir", str(cache_dir)) == [f"state cache {cache_dir} is empty"]
+
+
+def test_a_hit_marks_the_entry_used(tiny, tiny_model_dir, tmp_path):
+    entry = _entry(tiny, tmp_path, tiny_model_dir, TEXT_SETS[0])
+    _used_long_ago([entry])
+    model, tokenizer = tiny
+    assert _use(model, tokenizer, _encoded(tokenizer, TEXT_SETS[0]), tmp_path, tiny_model_dir)["cache"] == "hit"
+    assert time.time() - entry.stat().st_mtime < 60
+
+
+def test_cache_clear_deletes_the_least_recently_used_first(tiny, tiny_model_dir, tmp_path, capsys):
+    first, second, third = (_entry(tiny, tmp_path, tiny_model_dir, texts) for texts in TEXT_SETS[:3])
+    _used_long_ago([first, third, second])  # the second built is the one used last
+    sizes = {entry.name: _size(entry) for entry in (first, second, third)}
+    human = state_cache.human_bytes
+    keep_gb = (_size(second, third) + sizes[first.name] // 2) / 1024**3
+    assert _cache_cli(capsys, "clear", "--keep-gb", repr(keep_gb), "--cache-dir", str(tmp_path)) == [
+        f"deleted 1 entry used least recently ({human(sizes[first.name])}); "
+        f"2 entries ({human(_size(second, third))}) left in {tmp_path}"]
+    assert _left(tmp_path) == {second.name, third.name}
+    keep_gb = (sizes[second.name] + sizes[third.name] // 2) / 1024**3
+    _cache_cli(capsys, "clear", "--keep-gb", repr(keep_gb), "--cache-dir", str(tmp_path))
+    assert _left(tmp_path) == {second.name}
+    assert _cache_cli(capsys, "clear", "--keep-gb", "1", "--cache-dir", str(tmp_path)) == [
+        f"nothing to delete: 1 entry ({human(sizes[second.name])}) left in {tmp_path}"]
+    assert _cache_cli(capsys, "clear", "--all", "--cache-dir", str(tmp_path))[0].startswith("deleted 1 entry")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "CACHEDIR.TAG"]  # nothing set aside is left
+
+
+def test_a_build_evicts_the_least_recently_used_but_never_what_the_run_uses(
+        tiny, tiny_model_dir, files, tmp_path, capsys):
+    model, tokenizer = tiny
+    hit, a, b = (_entry(tiny, tmp_path, tiny_model_dir, texts) for texts in TEXT_SETS[:3])
+    _used_long_ago([hit, a, b])
+    human = state_cache.human_bytes
+
+    def run(new_texts, keep_gb):
+        splits = {"train": _encoded(tokenizer, TEXT_SETS[0]), "validation": _encoded(tokenizer, new_texts)}
+        found = use_state_cache(model, tokenizer, splits, model_name=tiny_model_dir, max_length=32,
+                                separate_pairs=False, device=torch.device("cpu"), batch_size=3,
+                                cache_dir=str(tmp_path), mode="on", keep_gb=keep_gb)
+        assert found["cache"] == "miss"  # the train split a hit, validation built
+        return state_cache.estimate_bytes(splits["validation"], 2, 32, "float32")
+
+    # Room for all but half of `a`: `a` goes, the least recently used once the run's hit marks `hit` used.
+    needed = state_cache.estimate_bytes(_encoded(tokenizer, TEXT_SETS[3]), 2, 32, "float32")
+    size_a = _size(a)
+    capsys.readouterr()
+    run(TEXT_SETS[3], (_size(hit, b) + needed + size_a // 2) / 1024**3)
+    assert f"state cache: freed {human(size_a)} (1 entry used least recently) to stay within --cache-keep-gb" \
+        in capsys.readouterr().out
+    assert _left(tmp_path) == {hit.name, b.name, _key_of(tmp_path, a, hit, b)}
+    # No room at all: everything goes but the run's own entries; a build in flight and other files stay.
+    (tmp_path / "notes").mkdir()
+    in_flight = tmp_path / f"tmp-{'0' * 40}-4242-cafe0000"
+    shutil.copytree(b, in_flight)
+    building = os.open(tmp_path / ".lock", os.O_RDWR)
+    fcntl.flock(building, fcntl.LOCK_SH)
+    try:
+        run(TEXT_SETS[4], 1e-9)
+    finally:
+        os.close(building)
+    assert "(2 entries used least recently) to stay within --cache-keep-gb 1e-09" in capsys.readouterr().out
+    assert _left(tmp_path) == {hit.name, _key_of(tmp_path, hit), "notes", in_flight.name}
+    # --cache-keep-gb 0: nothing is evicted (the folder of the build no longer in flight is a killed build's).
+    kept = _left(tmp_path) - {in_flight.name}
+    run(TEXT_SETS[5], 0)
+    assert _left(tmp_path) - kept == {_key_of(tmp_path, *(tmp_path / name for name in kept))}
+    assert "freed" not in capsys.readouterr().out
+
+
+def _key_of(cache_dir: Path, *but: Path) -> str:
+    """The one entry in ``cache_dir`` other than ``but``."""
+    (key,) = {p.name for p in cache_dir.iterdir() if state_cache._ENTRY_NAME.fullmatch(p.name)} - {p.name for p in but}
+    return key
+
+
+def test_train_evicts_within_cache_keep_gb(tiny, tiny_model_dir, files, tmp_path, capsys):
+    old = _entry(tiny, tmp_path, tiny_model_dir, TEXT_SETS[0])
+    capsys.readouterr()
+    metrics = train(_args(tiny_model_dir, files, tmp_path / "run", epochs=1, cache_dir=str(tmp_path),
+                          cache_keep_gb=1e-9), argv=["t"])
+    assert metrics["cache"] == "miss" and "state cache: freed" in capsys.readouterr().out
+    assert not old.exists() and len(_left(tmp_path) - {"run"}) == 2  # the run's train and validation entries
