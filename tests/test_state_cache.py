@@ -460,8 +460,13 @@ def test_cache_clear_deletes_the_least_recently_used_first(tiny, tiny_model_dir,
     assert _left(tmp_path) == {second.name}
     assert _cache_cli(capsys, "clear", "--keep-gb", "1", "--cache-dir", str(tmp_path)) == [
         f"nothing to delete: 1 entry ({human(sizes[second.name])}) left in {tmp_path}"]
+    model, tokenizer = tiny
+    reading = _encoded(tokenizer, TEXT_SETS[1])  # a run reading the last entry: its shards stay mapped
+    assert _use(model, tokenizer, reading, tmp_path, tiny_model_dir)["cache"] == "hit"
+    before = [item["states"].clone() for item in reading]
     assert _cache_cli(capsys, "clear", "--all", "--cache-dir", str(tmp_path))[0].startswith("deleted 1 entry")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "CACHEDIR.TAG"]  # nothing set aside is left
+    assert all(torch.equal(item["states"], states) for item, states in zip(reading, before))
 
 
 def test_a_build_evicts_the_least_recently_used_but_never_what_the_run_uses(

@@ -397,8 +397,10 @@ class StateCache:
         found = []
         for folder in self.root.iterdir():
             if _ENTRY_NAME.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
-                stat = folder.stat()
-                found.append(Entry(folder.name, folder, _folder_bytes(folder), stat.st_mtime))
+                try:
+                    found.append(Entry(folder.name, folder, _folder_bytes(folder), folder.stat().st_mtime))
+                except FileNotFoundError:
+                    pass  # evicted by another process while we looked
         return sorted(found, key=lambda entry: entry.last_used)
 
     def make_room(self, needed: int, keep_bytes: int, protect: set[str]) -> list[Entry]:
@@ -537,7 +539,7 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
                                  desc=f"caching {name} states")
             found[name] = cache.build(keys[name], items, describe, states,
-                                      source={"model": model_name, "task": task, "split": name})
+                                      source={"model": str(model_name), "task": task, "split": name})
     except (OSError, CacheError) as exc:  # not writable, no space left, ...
         problem = str(exc) if isinstance(exc, CacheError) else _write_problem(exc, cache.root)
         if mode == "on":
