@@ -283,6 +283,9 @@ EXECUTED = {
     "readapt sweep": Run(("--set", "epochs=1", "--set", "batch_size=8", "--set", "max_length=16", "--set",
                           "max_train_examples=16") + CPU,
                          replace={"--grid": ("rnn_dim=64", "joiner=norm", "lr=1e-3")}, creates="sweeps/stsb/sweep.md"),
+    # the suite's state cache (conftest), holding what the lines above built; 10 GiB keeps all of it
+    "readapt cache list": Run(),
+    "readapt cache clear --keep-gb 10": Run(lines=1),
 }
 PARSED_ONLY = {
     "torchrun": "two processes; tests/test_distributed.py runs `torchrun ... -m readapt train` against one process",
