@@ -18,17 +18,18 @@ states never change. A cache entry holds one split's states: only the layers REA
 * The key is a sha256 of everything that determines the states: the model's files and config,
   the tokenizer, max length, pair encoding, the layers stored, the split's token ids, the storage
   dtype, the device type, library versions and this format's version. Change any: another key.
-* Built into a temporary folder, manifest last, then renamed: a kill leaves no entry. Every load
-  checks the manifest and each file's size and sha256 first: a damaged entry is rebuilt (with a
-  warning), never used. Shards are memory-mapped: the OS pages states in as batches need them.
 * An entry folder's mtime is its last use: set when it is built and on every load that hits it.
   A run that builds evicts the least recently used entries first, to keep the folder within
   --cache-keep-gb; `readapt cache list` / `readapt cache clear` show and trim it by hand. Evicting
   moves an entry aside, then deletes it: a process that mapped its shards keeps reading them.
+* Built into a temporary folder, manifest last, then renamed: a kill leaves no entry. Every load
+  checks the manifest and each file's size and sha256 first: a damaged entry is rebuilt (with a
+  warning), never used. Shards are memory-mapped: the OS pages states in as batches need them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -40,7 +41,6 @@ import secrets
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -435,7 +435,7 @@ class StateCache:
         return [entry for entry in entries if self._discard(entry.folder, "evicted")]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Entry:
     key: str
     folder: Path
@@ -493,11 +493,11 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
 
     ``mode`` auto uses the cache when the missing entries fit ``max_gb`` and the free space, and
     says why not otherwise; on insists (errors instead). ``build=False`` only reads: splits whose
-    entry is missing keep their token ids (one pass over them costs what building would). Before
-    building, the least recently used entries of other data are evicted to keep the folder within
-    ``keep_gb`` (0: never). ``task`` names the data in the entries' manifests.
+    entry is missing keep their token ids (one pass over them costs what building would).
     Returns what metrics.json records: ``cache`` (hit: nothing built; miss: something built; off),
-    ``cache_seconds``, ``cache_bytes``."""
+    ``cache_seconds``, ``cache_bytes``. Before building, the least recently used entries of other
+    data are evicted to keep the folder within ``keep_gb`` (0: never); ``task`` names the data in
+    the entries' manifests."""
     off = {"cache": "off", "cache_seconds": 0.0, "cache_bytes": 0}
     if mode == "off":
         return off
@@ -520,14 +520,14 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     if not splits:
         return off
     needed = sum(sizes[name] for name in missing)
-    if missing and build and keep_gb and not _over_max_gb(needed, mode, max_gb):
-        _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     why_not = _why_not(cache.root, needed, mode, max_gb) if missing else None
     if why_not:
         if mode == "on":
             raise CacheError(why_not)
         tqdm.write(f"state cache off: {why_not}")
         return off
+    if missing and keep_gb:  # the build goes ahead (missing is empty unless building): room for it first
+        _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     if build:
         tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
             f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
@@ -572,7 +572,7 @@ def _write_problem(exc: OSError, root: Path) -> str:
 
 def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]:
     """Why the missing entries cannot be built, or None."""
-    if _over_max_gb(needed, mode, max_gb):
+    if mode == "auto" and needed > max_gb * 1024**3:
         return (f"this run's states would take {human_bytes(needed)}, above --cache-max-gb {max_gb:g}; "
                 f"raise it, or pass --cache on")
     existing = next(p for p in (root, *root.parents) if p.exists())
@@ -584,10 +584,6 @@ def _why_not(root: Path, needed: int, mode: str, max_gb: float) -> Optional[str]
         return (f"this run's states would take {human_bytes(needed)}, but {existing} has only {human_bytes(free)} "
                 f"free; free space, or pass --cache-dir elsewhere or --cache off")
     return None
-
-
-def _over_max_gb(needed: int, mode: str, max_gb: float) -> bool:
-    return mode == "auto" and needed > max_gb * 1024**3
 
 
 def _evict_for(cache: StateCache, needed: int, keep_gb: float, protect: set[str]) -> None:
