@@ -526,12 +526,12 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
             raise CacheError(why_not)
         tqdm.write(f"state cache off: {why_not}")
         return off
-    if missing and keep_gb:  # the build goes ahead (missing is empty unless building): room for it first
-        _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     if build:
         tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
             f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
             + (f"; building {human_bytes(needed)}" if missing else ""))
+    if missing and keep_gb:  # the build goes ahead (missing is empty unless building): room for it first
+        _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     try:
         for name in missing:
             items = splits[name]
