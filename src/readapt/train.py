@@ -38,7 +38,8 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
-from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
+from readapt.config import (AGGREGATIONS, JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, RNN_TYPES, WEIGHTS_NAME,
+                            ConfigError, check_types)
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
 from readapt.distributed import SINGLE, Shard, World, close_world, init_world
@@ -190,6 +191,9 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
     reporter_names(args.report_to)
+    for flag, value, valid in (("--rnn-type", args.rnn_type, RNN_TYPES), ("--aggregation", args.aggregation, AGGREGATIONS)):
+        if value not in valid:  # ReadConfig refuses them too, but only once the data and model are loaded
+            raise ValueError(f"{flag} {value}: choose one of {', '.join(valid)}")
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
     if args.pair_encoding is not None and args.pair_encoding not in PAIR_ENCODINGS:
