@@ -11,9 +11,10 @@ gradients cross processes, one all-reduce per optimizer step:
                     order), so clipping, the optimizer step and the schedule match too
     rank 0 only     writes the run folder: checkpoints, best weights, metrics.json, trackers
 
-Every rank reads the run folder it resumes from (one machine, or a shared file system). Any error
-before the loop (a refused --output, bad data) stops every rank; Ctrl-C/SIGTERM on any rank stops all
-of them at the same step boundary, where rank 0 writes the checkpoint. A rank that dies
+Every rank reads the run folder it resumes from, and shares the state cache's folder (one machine,
+or a shared file system): each rank computes its part of a missing cache entry (state_cache.py). Any
+error before the loop (a refused --output, bad data) stops every rank; Ctrl-C/SIGTERM on any rank
+stops all of them at the same step boundary, where rank 0 writes the checkpoint. A rank that dies
 (SIGKILL, the OOM killer) breaks the next collective on the others: they stop with one line
 (RankLost), writing nothing more. Outside torchrun (WORLD_SIZE unset) nothing here communicates.
 """
@@ -26,7 +27,7 @@ import os
 import re
 import signal
 import threading
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -91,7 +92,8 @@ class World:
         return device
 
     def shard(self, items: Sequence) -> list:
-        """This rank's contiguous part of a global batch (possibly empty for the last, short batch)."""
+        """This rank's contiguous part of ``items``: of a global batch, of the sequences of a state
+        cache entry being built (possibly empty: the last, short batch)."""
         per_rank = math.ceil(len(items) / self.size)
         return list(items[self.rank * per_rank:(self.rank + 1) * per_rank])
 
@@ -129,17 +131,35 @@ class World:
             torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
         return bool(value.item())
 
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (anything picklable: a folder name, a verdict) on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        with _collective():
+            torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list:
+        """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        values = [None] * self.size
+        with _collective():
+            torch.distributed.all_gather_object(values, value)
+        return values
+
     def barrier(self) -> None:
         if self.size > 1:
             with _collective():
                 torch.distributed.barrier()
 
     @contextlib.contextmanager
-    def all_or_none(self) -> Iterator[None]:
+    def all_or_none(self, elsewhere: Optional[Exception] = None) -> Iterator[None]:
         """Either every rank gets through the block or every rank raises (the failing one its own
-        error, the others RankFailed): no rank is left waiting in a collective for a dead one. A
-        RankFailed from inside the block (a broken group) is already every rank's verdict: it is
-        not announced again."""
+        error, the others ``elsewhere``, by default RankFailed): no rank is left waiting in a
+        collective for a dead one. A RankFailed from inside the block is already every rank's
+        verdict (an agreement nested in this one, or a broken group): it is not announced again."""
         try:
             yield
         except RankFailed:
@@ -148,7 +168,8 @@ class World:
             self.any(True)
             raise
         if self.any(False):
-            raise RankFailed(f"rank {self.rank}: another rank failed before training began (its error is above)")
+            raise elsewhere or RankFailed(f"rank {self.rank}: another rank failed before training began "
+                                          f"(its error is above)")
 
 
 SINGLE = World()

@@ -500,7 +500,7 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
     cache = use_state_cache(model, tokenizer, enc, model_name=args.model, max_length=args.max_length,
                             separate_pairs=separate, device=device, batch_size=args.eval_batch_size,
                             mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
-                            max_gb=args.cache_max_gb, dtype=args.cache_dtype)
+                            max_gb=args.cache_max_gb, dtype=args.cache_dtype, world=world)
 
     trackers = reporter_names(args.report_to)
     check_installed(trackers)
