@@ -52,6 +52,10 @@ def test_sweep_trains_every_cell_over_one_frozen_pass_and_picks_on_validation(ti
     (["allow_changed_data=true,maybe"], [], "a switch takes true or false"),
     (["rnn_dim=4,8"], ["task_type=causal_lm"], "readapt sweep ranks classification scores"),
     (["rnn_dim=" + ",".join(map(str, range(1, 1002)))], [], "at most 1000"),
+    # values train itself refuses: caught at planning, naming the cell, before any cell runs
+    (["joiner=norm,projecton"], [], "--joiner projecton: choose one of norm, projection .in the cell --joiner projecton"),
+    (["rnn_dim=8,many"], [], "argument --rnn-dim: invalid int value: 'many' .in the cell"),
+    (["lr=1e-3"], ["rnn_type=transformer"], "--rnn-type transformer"),
 ])
 def test_bad_grids_are_refused_before_any_run(grid, sets, words):
     with pytest.raises(ValueError, match=words):

@@ -14,7 +14,9 @@ Errors are one line on stderr with a non-zero exit code; --debug shows the trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import sys
 import typing
@@ -429,10 +431,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ns = build_parser({command: preset}).parse_args(argv)
         cls, run, _ = _commands()[ns.command]
         debug = getattr(ns, "debug", False)
-        values = {f.name: getattr(ns, f.name) if hasattr(ns, f.name) else preset[f.name]
-                  for f in dataclasses.fields(cls)
-                  if f.name in preset or not (getattr(ns, f.name) is None and f.default_factory is not dataclasses.MISSING)}
-        args = cls(**values)
+        args = _args_of(cls, ns, preset)
         if preset:
             _check_config(ns.command, args, known.config, [n for n in preset if not hasattr(ns, n)])
         return run(args)
@@ -444,6 +443,28 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"readapt: error: {error_line(exc)}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
+
+
+def _args_of(cls, ns: argparse.Namespace, preset: dict):
+    """The command's dataclass from the parsed flags and what a --config file set."""
+    values = {f.name: getattr(ns, f.name) if hasattr(ns, f.name) else preset[f.name]
+              for f in dataclasses.fields(cls)
+              if f.name in preset or not (getattr(ns, f.name) is None and f.default_factory is not dataclasses.MISSING)}
+    return cls(**values)
+
+
+def parse_train_options(options: list[str]):
+    """`readapt train` options -> TrainArgs, with argparse's refusal as a ValueError instead of an exit
+    (readapt sweep checks every cell's options before the first cell runs)."""
+    from readapt.train import TrainArgs
+
+    refusal = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refusal):
+            ns = build_parser().parse_args(["train", *options])
+    except SystemExit:
+        raise ValueError(refusal.getvalue().strip().splitlines()[-1].removeprefix("readapt train: error: ")) from None
+    return _args_of(TrainArgs, ns, {})
 
 
 def _check_config(command: str, args, path: str, from_file: list[str]) -> None:

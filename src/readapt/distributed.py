@@ -11,10 +11,12 @@ gradients cross processes, one all-reduce per optimizer step:
                     order), so clipping, the optimizer step and the schedule match too
     rank 0 only     writes the run folder: checkpoints, best weights, metrics.json, trackers
 
-Every rank reads the run folder it resumes from (one machine, or a shared file system). Any error
-before the loop (a refused --output, bad data) stops every rank; Ctrl-C/SIGTERM on any rank stops all
-of them at the same step boundary, where rank 0 writes the checkpoint. Outside torchrun
-(WORLD_SIZE unset) nothing here communicates.
+Every rank reads the run folder it resumes from, and shares the state cache's folder (one machine,
+or a shared file system): each rank computes its part of a missing cache entry (state_cache.py). Any
+error before the loop (a refused --output, bad data) stops every rank; Ctrl-C/SIGTERM on any rank
+stops all of them at the same step boundary, where rank 0 writes the checkpoint. A rank that dies
+(SIGKILL, the OOM killer) breaks the next collective on the others: they stop with one line
+(RankLost), writing nothing more. Outside torchrun (WORLD_SIZE unset) nothing here communicates.
 """
 
 from __future__ import annotations
@@ -22,15 +24,55 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Iterator, Optional, Sequence
+import re
+import signal
+import threading
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 
 class RankFailed(RuntimeError):
-    """Another rank raised before training began; its own message is on its stderr."""
+    """Another rank failed, and every rank knows it; its own message is on its stderr."""
 
     exit_code = 1
+
+
+class RankLost(RankFailed):
+    """A collective broke: another rank is gone (killed, out of memory, crashed), and the process
+    group with it. Nothing can be exchanged any more, so nothing is announced either."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason  # what the backend saw, e.g. "Connection reset by peer"
+
+
+@contextlib.contextmanager
+def _collective() -> Iterator[None]:
+    """Our collectives exchange tensors every rank made alike, so an error in one means the group
+    broke: a peer died. gloo raises a plain RuntimeError (torch's DistBackendError is one too)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        _outlast_launcher()
+        reason = _first_sentence(exc)
+        raise RankLost(f"another rank stopped unexpectedly ({reason})", reason) from exc
+
+
+def _outlast_launcher() -> None:
+    """torchrun sends SIGTERM to the other ranks a moment after one dies. This rank is stopping
+    already, and must first release the run folder and say why: it ignores SIGTERM from now on
+    (torchrun sends SIGKILL 30 s later, should it hang)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _first_sentence(exc: RuntimeError) -> str:
+    """gloo's reason without its source location: "[.../pair.cc:537] Read error [127.0.0.1]:17094:
+    Connection reset by peer. This is typically ..." -> "Read error [127.0.0.1]:17094: Connection reset by peer"."""
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"^\[[^\]]*:\d+\] ", "", lines[0]) if lines else type(exc).__name__
+    return text.split(". ")[0]
 
 
 class World:
@@ -50,7 +92,8 @@ class World:
         return device
 
     def shard(self, items: Sequence) -> list:
-        """This rank's contiguous part of a global batch (possibly empty for the last, short batch)."""
+        """This rank's contiguous part of ``items``: of a global batch, of the sequences of a state
+        cache entry being built (possibly empty: the last, short batch)."""
         per_rank = math.ceil(len(items) / self.size)
         return list(items[self.rank * per_rank:(self.rank + 1) * per_rank])
 
@@ -60,7 +103,8 @@ class World:
         if self.size == 1:
             return loss.detach()
         value = (loss.detach().float().cpu() * count / total).reshape(1)  # gloo: CPU tensors
-        torch.distributed.all_reduce(value)
+        with _collective():
+            torch.distributed.all_reduce(value)
         return value[0]
 
     def sync_gradients(self, params: list[torch.nn.Parameter], count: int, total: int) -> None:
@@ -70,7 +114,8 @@ class World:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1).float() for g in grads]).cpu() * (count / total)
-        torch.distributed.all_reduce(flat)
+        with _collective():
+            torch.distributed.all_reduce(flat)
         offset = 0
         for p, g in zip(params, grads):
             n = g.numel()
@@ -82,24 +127,49 @@ class World:
         if self.size == 1:
             return flag
         value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        with _collective():
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
         return bool(value.item())
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (anything picklable: a folder name, a verdict) on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        with _collective():
+            torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list:
+        """Every rank's ``value`` (picklable), in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        values = [None] * self.size
+        with _collective():
+            torch.distributed.all_gather_object(values, value)
+        return values
 
     def barrier(self) -> None:
         if self.size > 1:
-            torch.distributed.barrier()
+            with _collective():
+                torch.distributed.barrier()
 
     @contextlib.contextmanager
-    def all_or_none(self) -> Iterator[None]:
+    def all_or_none(self, elsewhere: Optional[Exception] = None) -> Iterator[None]:
         """Either every rank gets through the block or every rank raises (the failing one its own
-        error, the others RankFailed): no rank is left waiting in a collective for a dead one."""
+        error, the others ``elsewhere``, by default RankFailed): no rank is left waiting in a
+        collective for a dead one. A RankFailed from inside the block is already every rank's
+        verdict (an agreement nested in this one, or a broken group): it is not announced again."""
         try:
             yield
+        except RankFailed:
+            raise
         except BaseException:
             self.any(True)
             raise
         if self.any(False):
-            raise RankFailed(f"rank {self.rank}: another rank failed before training began (its error is above)")
+            raise elsewhere or RankFailed(f"rank {self.rank}: another rank failed before training began "
+                                          f"(its error is above)")
 
 
 SINGLE = World()

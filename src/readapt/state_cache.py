@@ -13,18 +13,24 @@ states never change. A cache entry holds one split's states: only the layers REA
                                     "source": the model, task and split it came from (shown by `readapt cache list`)
       <key>/index.npy               per sequence: shard, offset (in values), real tokens
       <key>/shard-00000.bin ...     raw float32/float16/bfloat16 values, (layers, tokens, d) per sequence
+                                    (under torchrun shard-<rank>-00000.bin ...: each rank wrote its own)
       tmp-<key>-<pid>-<random>/     an entry being built, renamed to <key> once complete
 
 * The key is a sha256 of everything that determines the states: the model's files and config,
   the tokenizer, max length, pair encoding, the layers stored, the split's token ids, the storage
   dtype, the device type, library versions and this format's version. Change any: another key.
 * An entry folder's mtime is its last use: set when it is built and on every load that hits it.
-  A run that builds evicts the least recently used entries first, to keep the folder within
-  --cache-keep-gb; `readapt cache list` / `readapt cache clear` show and trim it by hand. Evicting
-  moves an entry aside, then deletes it: a process that mapped its shards keeps reading them.
+  A run that builds (under torchrun, its rank 0) first evicts the least recently used entries to
+  keep the folder within --cache-keep-gb; `readapt cache list` / `readapt cache clear` show and trim
+  it by hand. Evicting moves an entry aside, then deletes it: a process that mapped its shards
+  keeps reading them.
 * Built into a temporary folder, manifest last, then renamed: a kill leaves no entry. Every load
   checks the manifest and each file's size and sha256 first: a damaged entry is rebuilt (with a
   warning), never used. Shards are memory-mapped: the OS pages states in as batches need them.
+* Under torchrun the ranks build a missing entry together: each runs the frozen pass over its own
+  contiguous part of the sequences and writes its shards into one temporary folder, then rank 0
+  writes the index and manifest and renames it. The entry is the one a single process builds (the
+  same key and states), so either kind of run reads what the other built.
 """
 
 from __future__ import annotations
@@ -40,15 +46,17 @@ import re
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from readapt.checkpoint import fsync_dir
+from readapt.distributed import SINGLE, World
 from readapt.evaluate import frozen_pass, item_sequences
 from readapt.inputs import describe_os_error, human_bytes
 from readapt.rundir import file_fingerprint, model_files, warn
@@ -171,8 +179,8 @@ def _sha256(path: Path) -> str:
 class _ShardWriter:
     """Appends each sequence's states to the current shard; sha256 computed as the bytes go out."""
 
-    def __init__(self, folder: Path, dtype: str):
-        self.folder, self.dtype = folder, dtype
+    def __init__(self, folder: Path, dtype: str, prefix: str = "shard-"):
+        self.folder, self.dtype, self.prefix = folder, dtype, prefix
         self.torch_dtype, self.numpy_dtype = CACHE_DTYPES[dtype]
         self.shards: list[dict] = []
         self.file, self.digest, self.values = None, None, 0
@@ -185,7 +193,7 @@ class _ShardWriter:
         raw = values.numpy()
         if self.file is None or (self.values and (self.values + raw.size) * raw.itemsize > SHARD_BYTES):
             self._finish()
-            name = f"shard-{len(self.shards):05d}.bin"
+            name = f"{self.prefix}{len(self.shards):05d}.bin"
             self.file, self.digest, self.values = open(self.folder / name, "xb"), hashlib.sha256(), 0
             self.shards.append({"file": name})
         offset = self.values
@@ -213,26 +221,48 @@ class _ShardWriter:
             self.file = None
 
 
-def _write_entry(folder: Path, key: str, items: list[dict], describe: dict,
-                 states: Iterator[tuple[int, torch.Tensor]], dtype: str, source: Optional[dict] = None) -> None:
-    """Write one entry into ``folder`` (a fresh temporary one): shards, index, manifest last.
-    ``source`` (model, task, split) is for people reading the cache: no load checks it."""
-    lengths = real_lengths(items)
-    index = np.zeros((len(lengths), 3), dtype=np.int64)
-    writer = _ShardWriter(folder, dtype)
+def _write_part(folder: Path, states: Iterator[tuple[int, torch.Tensor]], count: int, dtype: str,
+                prefix: str) -> tuple[np.ndarray, list[dict]]:
+    """Write ``count`` sequences' states into new shard files in ``folder``: (their index rows, the
+    shards written). A row's shard number counts this part's own shards."""
+    index = np.zeros((count, 3), dtype=np.int64)
+    writer = _ShardWriter(folder, dtype, prefix)
     try:
         for i, tensor in states:
             shard, offset = writer.write(tensor)
             index[i] = (shard, offset, tensor.shape[1])
-        shards = writer.close()
+        return index, writer.close()
     finally:
         writer.abort()
+
+
+def _merge(parts: list[tuple[np.ndarray, list[dict]]]) -> tuple[np.ndarray, list[dict]]:
+    """One index and shard list from the ranks' parts (see _write_part), which hold consecutive
+    sequences in rank order: each part's shard numbers move past the shards of the parts before it."""
+    indices, shards = [], []
+    for index, part_shards in parts:
+        indices.append(index + np.array([len(shards), 0, 0], dtype=np.int64))
+        shards += part_shards
+    return np.concatenate(indices), shards
+
+
+def _shard_prefix(world: World) -> str:
+    """shard-00000.bin, ... in a single process (as entries always were); shard-<rank>-00000.bin
+    under torchrun, so that ranks writing into one folder never collide."""
+    return "shard-" if world.size == 1 else f"shard-{world.rank}-"
+
+
+def _complete_entry(folder: Path, key: str, items: list[dict], describe: dict, index: np.ndarray,
+                    shards: list[dict], dtype: str, source: Optional[dict] = None) -> None:
+    """Make ``folder``, whose shards are written, an entry: the index, then the manifest (last: an
+    entry without one is not an entry). ``source`` (model, task, split) is for people reading the
+    cache: no load checks it."""
     with open(folder / INDEX, "xb") as f:
         np.save(f, index, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
     manifest = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, **describe,
-                "dtype": dtype, "sequences": len(lengths), "items": len(items),
+                "dtype": dtype, "sequences": len(index), "items": len(items),
                 "bytes": sum(s["bytes"] for s in shards),
                 "index": {"file": INDEX, "bytes": (folder / INDEX).stat().st_size, "sha256": _sha256(folder / INDEX)},
                 "shards": shards, "source": source}
@@ -320,29 +350,58 @@ class StateCache:
         return states
 
     def build(self, key: str, items: list[dict], describe: dict,
-              states: Iterator[tuple[int, torch.Tensor]], source: Optional[dict] = None) -> list[torch.Tensor]:
-        """Write the entry from ``states`` (see frozen_pass) and load it back. A failure or a kill
-        leaves no entry: only a temporary folder, removed now or by the next build."""
-        self._prepare()
-        with self._lock(fcntl.LOCK_SH):  # while held, no one clears our temporary folder
-            tmp = self.root / f"{TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}"
-            tmp.mkdir()
+              compute: Callable[[list[dict]], Iterator[tuple[int, torch.Tensor]]],
+              world: World = SINGLE, source: Optional[dict] = None) -> list[torch.Tensor]:
+        """Write the entry and load it back; ``compute(sequences)`` yields (i, states of
+        sequences[i]) (see frozen_pass). Under torchrun every rank computes and writes its own
+        contiguous part of the sequences into rank 0's temporary folder, and rank 0 completes the
+        entry. Wherever the ranks wait for one another, a failure on one fails the build on all
+        (CacheError on the others). A failure or a kill leaves no entry: only a temporary folder,
+        removed now or by the next build."""
+        elsewhere = CacheError("another rank could not build the state cache (its own message says why); "
+                               "pass --cache-dir elsewhere or --cache off")
+        sequences = [fields for item in items for _, fields in item_sequences(item)]
+        with ExitStack() as held:
+            with world.all_or_none(elsewhere):
+                self._prepare()
+                # Held by every rank until the entry is renamed: rank 0 makes the folder under it, so
+                # no _prepare (another rank's, another run's) can clear the folder while ranks write.
+                held.enter_context(self._lock(fcntl.LOCK_SH))
+                tmp = self._new_folder(key) if world.is_main else None
+            tmp = world.broadcast(tmp)
             try:
-                _write_entry(tmp, key, items, describe, states, self.dtype, source)
-                try:
-                    os.rename(tmp, self.root / key)
-                except OSError as exc:  # another process finished the same entry first: use theirs
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise
-                fsync_dir(self.root)
+                with world.all_or_none(elsewhere):
+                    mine = world.shard(sequences)
+                    part = _write_part(tmp, compute(mine), len(mine), self.dtype, _shard_prefix(world))
+                parts = world.gather(part)
+                with world.all_or_none(elsewhere):
+                    if world.is_main:
+                        _complete_entry(tmp, key, items, describe, *_merge(parts), self.dtype, source)
+                        self._publish(tmp, key)
             finally:
-                if tmp.exists():
+                if world.is_main and tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-        loaded = self.load(key, items, describe)
-        if loaded is None:
-            raise CacheError(f"state cache entry {self.root / key} could not be read back after building it; "
-                             f"pass --cache off")
+        with world.all_or_none(elsewhere):
+            loaded = self.load(key, items, describe)
+            if loaded is None:
+                raise CacheError(f"state cache entry {self.root / key} could not be read back after building it; "
+                                 f"pass --cache off")
         return loaded
+
+    def _new_folder(self, key: str) -> Path:
+        """A fresh temporary folder for an entry being built (made under the shared lock)."""
+        tmp = self.root / f"{TMP_PREFIX}{key}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        return tmp
+
+    def _publish(self, tmp: Path, key: str) -> None:
+        """Rename a complete entry into place; if another process finished the same entry first, theirs stays."""
+        try:
+            os.rename(tmp, self.root / key)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        fsync_dir(self.root)
 
     def _prepare(self) -> None:
         """Make the folder, tag it, and clear temporary folders of builds that were killed."""
@@ -487,13 +546,16 @@ def check_gib(flag: str, value: float) -> None:
 def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_name: str, max_length: int,
                     separate_pairs: bool, device: torch.device, batch_size: int, mode: str = "auto",
                     cache_dir: Optional[str] = None, max_gb: float = 8.0, dtype: str = "float32",
-                    build: bool = True, keep_gb: float = 20.0, task: Optional[str] = None) -> dict[str, Any]:
+                    build: bool = True, world: World = SINGLE, keep_gb: float = 20.0,
+                    task: Optional[str] = None) -> dict[str, Any]:
     """Attach each split's cached states to its items (``item["states"]``, memory-mapped; see
     evaluate.model_inputs), building the entries that are missing with one frozen pass each.
 
     ``mode`` auto uses the cache when the missing entries fit ``max_gb`` and the free space, and
     says why not otherwise; on insists (errors instead). ``build=False`` only reads: splits whose
-    entry is missing keep their token ids (one pass over them costs what building would).
+    entry is missing keep their token ids (one pass over them costs what building would). Under
+    torchrun (``world``) the ranks agree on what is missing and whether to build it, and build it
+    together (StateCache.build).
     Returns what metrics.json records: ``cache`` (hit: nothing built; miss: something built; off),
     ``cache_seconds``, ``cache_bytes``. Before building, the least recently used entries of other
     data are evicted to keep the folder within ``keep_gb`` (0: never); ``task`` names the data in
@@ -501,6 +563,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     off = {"cache": "off", "cache_seconds": 0.0, "cache_bytes": 0}
     if mode == "off":
         return off
+    with world.all_or_none():  # a rank that failed before this point stops the others here, before they exchange more
+        pass
     started = time.perf_counter()
     cache = StateCache(cache_dir, dtype)
     layers = stored_layers(model)
@@ -516,29 +580,27 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     found = {name: cache.load(keys[name], items, describe) for name, items in splits.items()}
     if not build:
         splits = {name: items for name, items in splits.items() if found[name] is not None}
-    missing = [name for name in splits if found[name] is None]
+    missing = [name for name in splits if world.any(found[name] is None)]  # the ranks build together
     if not splits:
         return off
     needed = sum(sizes[name] for name in missing)
-    why_not = _why_not(cache.root, needed, mode, max_gb) if missing else None
+    why_not = world.broadcast(_why_not(cache.root, needed, mode, max_gb) if missing and world.is_main else None)
     if why_not:
         if mode == "on":
             raise CacheError(why_not)
         tqdm.write(f"state cache off: {why_not}")
         return off
-    if build:
+    if build and world.is_main:
         tqdm.write(f"state cache ({cache.root}, {dtype}, layers {_ranges(layers)}): " + ", ".join(
-            f"{name} {'hit' if found[name] is not None else 'miss'} ({human_bytes(sizes[name])})" for name in splits)
+            f"{name} {'miss' if name in missing else 'hit'} ({human_bytes(sizes[name])})" for name in splits)
             + (f"; building {human_bytes(needed)}" if missing else ""))
-    if missing and keep_gb:  # the build goes ahead (missing is empty unless building): room for it first
+    if missing and keep_gb and world.is_main:  # the build goes ahead (missing is empty unless building): room first
         _evict_for(cache, needed, keep_gb, protect=set(keys.values()))
     try:
         for name in missing:
-            items = splits[name]
-            sequences = [fields for item in items for _, fields in item_sequences(item)]
-            states = frozen_pass(model, sequences, tokenizer.pad_token_id, device, batch_size, layers,
-                                 desc=f"caching {name} states")
-            found[name] = cache.build(keys[name], items, describe, states,
+            compute = partial(frozen_pass, model, pad_token_id=tokenizer.pad_token_id, device=device,
+                              batch_size=batch_size, layers=layers, desc=f"caching {name} states")
+            found[name] = cache.build(keys[name], splits[name], describe, compute, world,
                                       source={"model": str(model_name), "task": task, "split": name})
     except (OSError, CacheError) as exc:  # not writable, no space left, ...
         problem = str(exc) if isinstance(exc, CacheError) else _write_problem(exc, cache.root)

@@ -109,7 +109,22 @@ def plan(args: SweepArgs) -> tuple[list[dict[str, str]], dict[str, str]]:
     cells = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     if len(cells) * len(args.seeds) > MAX_CELLS:
         raise ValueError(f"the grid has {len(cells) * len(args.seeds):,d} runs (cells x seeds); at most {MAX_CELLS}")
+    for cell in cells:
+        _check_cell(args, {**fixed, **cell}, fields)
     return cells, fixed
+
+
+def _check_cell(args: SweepArgs, options: dict[str, str], fields: dict[str, str]) -> None:
+    """The cell's options parsed and checked as `readapt train` checks them, so a bad value
+    (joiner=projecton, rnn_dim=0) fails before any cell runs, not when its turn comes."""
+    from readapt.cli import parse_train_options
+    from readapt.train import check_args
+
+    flags = [flag for name, value in options.items() for flag in _flags(name, value, fields[name])]
+    try:
+        check_args(parse_train_options(["--model", args.model, "--output", "cell", *flags]))
+    except ValueError as exc:
+        raise ValueError(f"{exc} (in the cell {as_flags(options)})") from None
 
 
 def cell_name(cell: dict[str, str], seed: int) -> str:

@@ -38,10 +38,11 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
-from readapt.config import JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, WEIGHTS_NAME, ConfigError, check_types
+from readapt.config import (AGGREGATIONS, JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, RNN_TYPES, WEIGHTS_NAME,
+                            ConfigError, check_types)
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
-from readapt.distributed import SINGLE, Shard, World, close_world, init_world
+from readapt.distributed import SINGLE, RankLost, Shard, World, close_world, init_world
 from readapt.evaluate import encode_split, evaluate, model_inputs, without_states
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
@@ -193,6 +194,9 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
     reporter_names(args.report_to)
+    for flag, value, valid in (("--rnn-type", args.rnn_type, RNN_TYPES), ("--aggregation", args.aggregation, AGGREGATIONS)):
+        if value not in valid:  # ReadConfig refuses them too, but only once the data and model are loaded
+            raise ValueError(f"{flag} {value}: choose one of {', '.join(valid)}")
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise ValueError(f"--pooling {args.pooling}: choose one of {', '.join(POOLINGS)}")
     if args.pair_encoding is not None and args.pair_encoding not in PAIR_ENCODINGS:
@@ -503,8 +507,8 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
     cache = use_state_cache(model, tokenizer, enc, model_name=args.model, max_length=args.max_length,
                             separate_pairs=separate, device=device, batch_size=args.eval_batch_size,
                             mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
-                            max_gb=args.cache_max_gb, dtype=args.cache_dtype, keep_gb=args.cache_keep_gb,
-                            task=spec.name)
+                            max_gb=args.cache_max_gb, dtype=args.cache_dtype, world=world,
+                            keep_gb=args.cache_keep_gb, task=spec.name)
 
     trackers = reporter_names(args.report_to)
     check_installed(trackers)
@@ -545,10 +549,10 @@ def _run(args, run, argv, world, out_dir, device, data, spec, model, tokenizer, 
             raise Interrupted(f"interrupted at step {progress['global_step']}; checkpoint written: "
                               f"rerun the same command with --resume to continue") from None
         except TrainingError as exc:
-            last = ckpt.latest_checkpoint(out_dir)
-            kept = (f"the last good checkpoint ({last}) is kept" if last is not None
-                    else "no checkpoint had been written yet")
-            raise TrainingError(f"{exc}; {kept}") from None
+            raise TrainingError(f"{exc}; {_kept(out_dir)}") from None
+        except RankLost as exc:  # no checkpoint now: this rank's step may be half synchronised
+            raise RankLost(f"another rank stopped unexpectedly after step {progress['global_step']} ({exc.reason}); "
+                           f"{_kept(out_dir)}: rerun the same command with --resume", exc.reason) from exc
     cost = meter.result()
     if not world.is_main:  # rank 0 scores the result and writes metrics.json
         return {}
@@ -658,7 +662,8 @@ class _StopOnSignal:
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            if signal.getsignal(sig) == self._handle:  # still ours (a broken process group ignores SIGTERM)
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         return False
 
 
@@ -709,6 +714,12 @@ def _loop(args, model, optimizer, scheduler, enc, data, spec, tokenizer, device,
         if world.is_main:
             _save(out_dir, model, optimizer, scheduler, progress)
         _check_stop(stop, world)
+
+
+def _kept(out_dir: Path) -> str:
+    """What a run that stopped on an error keeps (no checkpoint is written after one)."""
+    last = ckpt.latest_checkpoint(out_dir)
+    return f"the last good checkpoint ({last}) is kept" if last is not None else "no checkpoint had been written yet"
 
 
 def _check_stop(stop: "_StopOnSignal", world: World) -> None:
