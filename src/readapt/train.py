@@ -838,8 +838,8 @@ RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
-              "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None, "max_memory": None,
-              "offload_folder": None}
+              "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None,
+              "max_memory": None, "offload_folder": None}
 
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainArgs, TaskSpec, dict]:
