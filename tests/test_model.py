@@ -252,6 +252,22 @@ def test_subset_of_layers_and_lstm():
     assert model.layers == [0, 2, 4]
 
 
+def test_a_layer_stride_reads_every_kth_layer_down_from_the_last():
+    """layer_stride=k is layers=[..., N-k, N] spelt by depth: the same network and the same result,
+    the final layer (the one corrected) always read; T5's encoder and decoder stacks both thinned."""
+    strided = get_read_model(tiny_bert(layers=6), ReadConfig(layer_stride=2, rnn_dim=8, num_labels=2))
+    listed = get_read_model(tiny_bert(layers=6), ReadConfig(layers=[2, 4, 6], rnn_dim=8, num_labels=2))
+    assert strided.layers == listed.layers == [2, 4, 6]
+    torch.nn.init.normal_(strided.side.out.weight, std=0.1)  # a correction that shows
+    listed.load_state_dict(strided.state_dict())
+    ids = torch.randint(2, 100, (2, 5))
+    torch.testing.assert_close(strided.eval()(input_ids=ids).logits, listed.eval()(input_ids=ids).logits)
+    t5 = get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_2_SEQ_LM", layer_stride=2, rnn_dim=8))
+    assert (t5.encoder_layers, t5.layers) == ([2], [1, 3])  # 2 encoder and 3 decoder layers
+    with pytest.raises(ConfigError, match="give one of them"):
+        ReadConfig(layers=[2], layer_stride=2)
+
+
 # -- sizes checked before anything is allocated (issue 12, item 6) ----------------------------------------
 @pytest.mark.parametrize("make, config", [
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3)),

@@ -29,7 +29,7 @@ JOINERS = ("norm", "projection")
 
 
 # Fields added after configs were first saved, with the value every older config meant.
-ADDED_LATER = {"mixing": "none", "joiner": "norm"}
+ADDED_LATER = {"mixing": "none", "joiner": "norm", "layer_stride": 1}
 
 # Bounds on what a config may ask to allocate, checked before any tensor exists (a config file is
 # user input: rnn_dim=65536 would need ~70 GB, num_labels=10**8 a 12.8 GB head on a tiny backbone).
@@ -63,6 +63,13 @@ class ReadConfig:
         default=None,
         metadata={"help": "Backbone layers the RNN reads, 1-based (0 = embeddings). None reads "
                           "every layer 1..N; the final layer N is always the one corrected."},
+    )
+    layer_stride: int = field(
+        default=1,
+        metadata={"help": "With layers=None: the RNN reads every k-th layer, counted down from the "
+                          "last (k=2 on 6 layers: 2, 4, 6), so its steps, compute and cached states "
+                          "shrink k-fold while the final layer is still the one read last and "
+                          "corrected. 1 (the paper) reads every layer."},
     )
     aggregation: str = field(
         default="mean",
@@ -146,6 +153,10 @@ class ReadConfig:
         if self.mixing == "attention" and self.rnn_dim % 4:
             raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='attention' splits it over 4 heads; "
                               f"use a multiple of 4")
+        if not 1 <= self.layer_stride <= MAX_LAYERS:
+            raise ConfigError(f"layer_stride={short(self.layer_stride)}: must be between 1 and {MAX_LAYERS}")
+        if self.layers is not None and self.layer_stride != 1:
+            raise ConfigError(f"layers={short(self.layers)} and layer_stride={self.layer_stride}: give one of them")
         if self.layers is not None:
             if not self.layers:
                 raise ConfigError("layers=[]: give at least one layer, or None for all")

@@ -84,7 +84,9 @@ class ReadModel(nn.Module):
             self.head = ClassificationHead(d, num_labels, pooling, config.head_dropout)
 
     def _layers_read(self, num_layers: int) -> list[int]:
-        layers = self.config.layers or list(range(1, num_layers + 1))
+        """config.layers, else every layer_stride-th layer counted down from the last (the state
+        corrected, so the RNN always reads it last)."""
+        layers = self.config.layers or list(range(num_layers, 0, -self.config.layer_stride))[::-1]
         if max(layers) > num_layers:
             raise ConfigError(f"layers={short(layers)}: the backbone has layers 0..{num_layers}")
         return layers

@@ -38,8 +38,8 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
-from readapt.config import (AGGREGATIONS, JOINERS, MAX_RNN_DIM, MIXINGS, POOLINGS, RNN_TYPES, WEIGHTS_NAME,
-                            ConfigError, check_types)
+from readapt.config import (AGGREGATIONS, JOINERS, MAX_LAYERS, MAX_RNN_DIM, MIXINGS, POOLINGS, RNN_TYPES,
+                            WEIGHTS_NAME, ConfigError, check_types)
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
 from readapt.distributed import SINGLE, RankLost, Shard, World, close_world, init_world
@@ -87,6 +87,9 @@ class TrainArgs:
     rnn_type: str = field(default="lstm", metadata={"help": "READ: lstm, gru or rnn"})
     rnn_dim: int = field(default=128, metadata={"help": "READ: hidden size r of the side RNN"})
     layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
+    layer_stride: Optional[int] = field(default=None, metadata={
+        "help": "READ: read every k-th backbone layer, counted down from the last (2 on 6 layers: 2, 4, 6); "
+                "fewer recurrent steps, a cheaper step and a smaller state cache (default: 1, every layer)"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, last, or pair for two-text tasks ([u, v, |u-v|, u*v] of the two "
@@ -168,7 +171,7 @@ class TrainArgs:
 
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
-        return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
+        return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers, "layer_stride": self.layer_stride,
                 "aggregation": self.aggregation, "mixing": self.mixing, "joiner": self.joiner,
                 "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
 
@@ -227,6 +230,13 @@ def check_args(args: TrainArgs) -> None:
     if args.quantize != "none" and get_method(args.method).backbone_backprop:
         raise ValueError(f"--quantize {args.quantize} stores frozen int8 weights; --method {args.method} trains "
                          f"the backbone's weights: drop --quantize, or use --method read")
+    if args.layer_stride is not None:
+        if args.method != "read":
+            raise ValueError(f"--layer-stride is a READ option; drop it for --method {args.method}")
+        if args.layers is not None:
+            raise ValueError("--layers and --layer-stride both choose the layers READ reads: give one of them")
+        if not 1 <= args.layer_stride <= MAX_LAYERS:
+            raise ValueError(f"--layer-stride {args.layer_stride} is out of range: use 1..{MAX_LAYERS}")
     if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner not in (None, "norm") and args.method != "read":
@@ -835,7 +845,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
-ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm",
+ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm", "layer_stride": 1,
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
               "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None,

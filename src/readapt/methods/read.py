@@ -7,8 +7,8 @@ from readapt.methods import HeadSpec, Method
 from readapt.model import get_read_model
 
 # options a run may set -> ReadConfig fields
-READ_OPTIONS = ("rnn_type", "rnn_dim", "layers", "aggregation", "input_scale", "output_scale", "mixing",
-                "joiner")
+READ_OPTIONS = ("rnn_type", "rnn_dim", "layers", "layer_stride", "aggregation", "input_scale", "output_scale",
+                "mixing", "joiner")
 
 
 def build(backbone, head: HeadSpec | None, options: dict):
