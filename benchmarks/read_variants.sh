@@ -45,6 +45,8 @@ single_variants=(
   "plain-top3|--pooling mean --mixing none --layers 4 5 6"
   "plain-gru-even|--pooling mean --mixing none --rnn-type gru --layers 2 4 6"
   "plain-last|--pooling mean --mixing none --aggregation last"
+  "mean-max|--pooling mean_max --mixing none"
+  "mean-max-stride2|--pooling mean_max --mixing none --layer-stride 2"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"

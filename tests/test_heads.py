@@ -28,3 +28,12 @@ def test_pair_head_reads_four_times_the_width():
     assert head.classifier.in_features == 32
     logits = head(torch.randn(2, 4, 8), torch.ones(2, 4), torch.tensor([[0, 1, 2, 0], [0, 1, 2, 2]]))
     assert logits.shape == (2, 3)
+
+
+def test_mean_max_pooling_reads_the_mean_and_the_strongest_real_token():
+    hidden = torch.tensor([[[1.0, -2.0], [3.0, -4.0], [100.0, 100.0]]])  # the last position is padding
+    mask = torch.tensor([[1, 1, 0]])
+    torch.testing.assert_close(pool(hidden, mask, "mean_max"), torch.tensor([[2.0, -3.0, 3.0, -2.0]]))
+    assert torch.equal(positions_read(mask, "mean_max"), mask.bool())  # READ corrects every real token
+    head = ClassificationHead(8, 2, pooling="mean_max")
+    assert head.classifier.in_features == 16 and head(torch.randn(2, 4, 8), torch.ones(2, 4)).shape == (2, 2)

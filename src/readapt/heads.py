@@ -20,7 +20,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     a CLS-pooled head costs one RNN sequence per example instead of one per token.
     """
     mask = attention_mask.bool()
-    if pooling in ("mean", "pair"):
+    if pooling in ("mean", "mean_max", "pair"):
         return mask
     read = torch.zeros_like(mask)
     rows = torch.arange(mask.shape[0], device=mask.device)
@@ -29,7 +29,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     elif pooling == "last":
         read[rows, last_token_index(attention_mask)] = True
     else:
-        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, last or pair")
+        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, mean_max, last or pair")
     return read
 
 
@@ -57,12 +57,18 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
         if not second.all():  # one text per row (pairs encoded separately): row i pairs with row B+i
             u, v = u[~second], v[second]
         return torch.cat([u, v, (u - v).abs(), u * v], dim=-1)
+    if pooling == "mean_max":
+        # The mean sees the whole sentence, the per-feature max its strongest token (a sentiment
+        # word, a negation), as InferSent's encoders pool: [mean, max], 2d features.
+        real = attention_mask.bool().unsqueeze(-1)
+        strongest = hidden.masked_fill(~real, torch.finfo(hidden.dtype).min).max(1).values
+        return torch.cat([_masked_mean(hidden, attention_mask), strongest], dim=-1)
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
-    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, last or pair")
+    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, mean_max, last or pair")
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -71,12 +77,12 @@ def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def pooled_size(hidden_size: int, pooling: str) -> int:
-    return 4 * hidden_size if pooling == "pair" else hidden_size
+    return {"pair": 4, "mean_max": 2}.get(pooling, 1) * hidden_size
 
 
 class ClassificationHead(nn.Module):
     """pool -> dropout -> linear. ``num_labels == 1`` is regression (MSE), else cross-entropy.
-    Pair pooling reads 4d features (see :func:`pool`)."""
+    Pair pooling reads 4d features, mean_max 2d (see :func:`pool`)."""
 
     def __init__(self, hidden_size: int, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()

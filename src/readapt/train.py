@@ -92,8 +92,9 @@ class TrainArgs:
                 "fewer recurrent steps, a cheaper step and a smaller state cache (default: 1, every layer)"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
-        "help": "head pooling: cls, mean, last, or pair for two-text tasks ([u, v, |u-v|, u*v] of the two "
-                "texts' means) (default: pair for separately encoded pairs, last for decoder-only models, else mean)"})
+        "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), last, or pair for two-text "
+                "tasks ([u, v, |u-v|, u*v] of the two texts' means) (default: pair for separately encoded pairs, "
+                "last for decoder-only models, else mean)"})
     pair_encoding: Optional[str] = field(default=None, metadata={
         "help": "two-text tasks: joint (one sequence, '[CLS] a [SEP] b [SEP]': a cross-encoder) or separate "
                 "(each text its own sequence through the backbone, compared by pair pooling: a "
