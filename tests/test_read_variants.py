@@ -134,7 +134,7 @@ def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):
     (["--pair-encoding", "separate", "--pooling", "mean"], "--pair-encoding separate compares the two texts"),
     (["--pair-encoding", "both"], "--pair-encoding both: choose one of joint, separate"),
     (["--pooling", "pair"], "--pooling pair reads two texts per example"),
-    (["--pooling", "max"], "--pooling max: choose one of cls, mean, last, pair"),
+    (["--pooling", "max"], "--pooling max: choose one of cls, mean, mean_max, last, pair"),
     (["--mixing", "conv"], "--mixing conv: choose one of none, attention"),
     (["--mixing", "attention", "--method", "probe"], "--mixing attention is a READ option"),
 ])
