@@ -72,8 +72,9 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     metrics = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
     assert 0 <= metrics["validation"]["accuracy"] <= 1
     assert metrics["majority_baseline"]["validation"] == {"accuracy": 0.5, "f1": 0.0}  # 4 yes, 4 no; answers class 0
-    if method == "read":  # the projecting Joiner is READ's default on separate pairs (validation: a tie, cheaper)
-        assert json.loads((tmp_path / "live" / "read_config.json").read_text())["joiner"] == "projection"
+    if method == "read":  # READ's defaults on separate pairs (validation: README, "What we tried")
+        saved = json.loads((tmp_path / "live" / "read_config.json").read_text())
+        assert (saved["joiner"], saved["rnn_type"]) == ("projection", "gru")
         # cached states (two sequences per example) give the live run's numbers
         cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
         assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in metrics["history"]]
@@ -100,14 +101,16 @@ def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     assert separate_pairs(args(method="full", pair_encoding="separate"), pairs, text_to_text=False)
 
 
-def test_the_joiner_defaults_to_projection_on_separate_pairs_only():
-    from readapt.train import side_joiner
+def test_separate_pairs_default_to_the_projecting_joiner_and_a_gru_only():
+    from readapt.train import side_network
 
     args = lambda **kw: TrainArgs(model="m", output="o", **kw)  # noqa: E731
-    assert side_joiner(args(), separate=True) == "projection"
-    assert side_joiner(args(), separate=False) == "norm"             # single sentences, joint pairs: the paper's
-    assert side_joiner(args(joiner="norm"), separate=True) == "norm"  # --joiner wins
-    assert side_joiner(args(joiner="projection"), separate=False) == "projection"
+    assert side_network(args(), separate=True) == {"joiner": "projection", "rnn_type": "gru"}
+    # single sentences, joint pairs: the paper's Joiner, an LSTM
+    assert side_network(args(), separate=False) == {"joiner": "norm", "rnn_type": "lstm"}
+    assert side_network(args(joiner="norm", rnn_type="lstm"), separate=True) == {"joiner": "norm", "rnn_type": "lstm"}
+    assert side_network(args(joiner="projection", rnn_type="gru"), separate=False) == {"joiner": "projection",
+                                                                                     "rnn_type": "gru"}
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):
