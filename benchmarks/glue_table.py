@@ -4,15 +4,15 @@
 
 Rows (each cell mean ± std over the seeds that ran; the table's seeds column says which):
   full, bitfit, lora, prompt, adapter, lst   benchmarks/results/glue (bash benchmarks/glue.sh): each
-                                            method's defaults (one sequence per pair, mean pooling); full
-                                            fine-tuning's seeds 1-2 on SST-2 and RTE from
-                                            benchmarks/results/glue_seeds (glue_seeds.sh)
+                                            method's defaults (one sequence per pair, mean pooling), seed
+                                            0; seeds 1-2 from benchmarks/results/glue_seeds (glue_seeds.sh)
+                                            where they ran
   read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
   read                                      READ's default today: on the pair tasks separately encoded
-                                            pairs, pair pooling and the projecting Joiner
-                                            ("separate-projection"); plain READ on single sentences
-  read (separate, paper Joiner)             the previous default: "separate" on the pair tasks, plain READ
-                                            on single sentences
+                                            pairs, pair pooling, the projecting Joiner and a GRU
+                                            ("separate-projection-gru"); plain READ on single sentences
+  read (separate, projection, LSTM)         the previous default: "separate-projection" on the pair
+                                            tasks (an LSTM), plain READ on single sentences
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
 The READ runs cached the backbone's states (--cache-states) and ran beside other benchmarks: their
 time, memory and tensor peak are not a live run's, so READ's cost columns are left empty here;
@@ -57,10 +57,10 @@ def main() -> None:
         r = {k: v for k, v in r.items() if k not in ("peak_memory_mb", "train_seconds", "energy_joules", "cost")}
         if variant == "plain":
             records.append({**r, "method": "read (paper)"})
-        if variant == ("separate-projection" if r["task"] in PAIR_TASKS else "plain"):
+        if variant == ("separate-projection-gru" if r["task"] in PAIR_TASKS else "plain"):
             records.append({**r, "method": "read"})
-        if variant == ("separate" if r["task"] in PAIR_TASKS else "plain"):
-            records.append({**r, "method": "read (separate, paper Joiner)"})
+        if variant == ("separate-projection" if r["task"] in PAIR_TASKS else "plain"):
+            records.append({**r, "method": "read (separate, projection, LSTM)"})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
