@@ -47,7 +47,7 @@ class Row(NamedTuple):
 
 
 PAPER, PROJECTION = {"joiner": "norm", "rnn_type": "lstm"}, {"joiner": "projection", "rnn_type": "lstm"}
-PAIR_DEFAULT = {"joiner": "projection", "rnn_type": "gru"}  # READ's default on separately encoded pairs
+PAIR_DEFAULT = {"joiner": "projection", "rnn_type": "gru", "layer_stride": 2}  # READ's default, separate pairs
 ENCODER_ROWS = {
     "frozen forward (no grad, all states)": Row(None, {}),
     "READ, CLS pooling": Row("read", {}, "cls"),
@@ -69,8 +69,9 @@ PAIR_ROWS = {
     "READ (paper Joiner), separate pairs": Row("read", PAPER, "pair", separate=True),
     "READ (projecting Joiner), separate pairs": Row("read", PROJECTION, "pair", separate=True),
     "READ (projecting Joiner), separate pairs, states given": Row("read", PROJECTION, "pair", True, True),
-    "READ (projecting Joiner, GRU), separate pairs": Row("read", PAIR_DEFAULT, "pair", separate=True),
-    "READ (projecting Joiner, GRU), separate pairs, states given": Row("read", PAIR_DEFAULT, "pair", True, True),
+    "READ (projecting Joiner, GRU, every 2nd layer), separate pairs": Row("read", PAIR_DEFAULT, "pair", separate=True),
+    "READ (projecting Joiner, GRU, every 2nd layer), separate pairs, states given":
+        Row("read", PAIR_DEFAULT, "pair", True, True),
     "LoRA r=8": Row("lora", {}),
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),

@@ -9,8 +9,9 @@ Rows (each cell mean ± std over the seeds that ran; the table's seeds column sa
                                             where they ran
   read (paper)                              READ as in the paper: benchmarks/results/read_variants "plain"
   read                                      READ's default today: on the pair tasks separately encoded
-                                            pairs, pair pooling, the projecting Joiner and a GRU
-                                            ("separate-projection-gru"); plain READ on single sentences
+                                            pairs, pair pooling, the projecting Joiner, a GRU, every
+                                            second layer ("separate-projection-gru-even": --layers 2 4 6
+                                            is --layer-stride 2 on MiniLM); plain READ on single sentences
   read (separate, projection, LSTM)         the previous default: "separate-projection" on the pair
                                             tasks (an LSTM), plain READ on single sentences
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
@@ -57,7 +58,7 @@ def main() -> None:
         r = {k: v for k, v in r.items() if k not in ("peak_memory_mb", "train_seconds", "energy_joules", "cost")}
         if variant == "plain":
             records.append({**r, "method": "read (paper)"})
-        if variant == ("separate-projection-gru" if r["task"] in PAIR_TASKS else "plain"):
+        if variant == ("separate-projection-gru-even" if r["task"] in PAIR_TASKS else "plain"):
             records.append({**r, "method": "read"})
         if variant == ("separate-projection" if r["task"] in PAIR_TASKS else "plain"):
             records.append({**r, "method": "read (separate, projection, LSTM)"})

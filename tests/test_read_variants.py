@@ -74,7 +74,7 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     assert metrics["majority_baseline"]["validation"] == {"accuracy": 0.5, "f1": 0.0}  # 4 yes, 4 no; answers class 0
     if method == "read":  # READ's defaults on separate pairs (validation: README, "What we tried")
         saved = json.loads((tmp_path / "live" / "read_config.json").read_text())
-        assert (saved["joiner"], saved["rnn_type"]) == ("projection", "gru")
+        assert (saved["joiner"], saved["rnn_type"], saved["layer_stride"]) == ("projection", "gru", 2)
         # cached states (two sequences per example) give the live run's numbers
         cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
         assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in metrics["history"]]
@@ -101,16 +101,18 @@ def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     assert separate_pairs(args(method="full", pair_encoding="separate"), pairs, text_to_text=False)
 
 
-def test_separate_pairs_default_to_the_projecting_joiner_and_a_gru_only():
+def test_separate_pairs_default_to_a_projecting_gru_on_every_second_layer_only():
     from readapt.train import side_network
 
     args = lambda **kw: TrainArgs(model="m", output="o", **kw)  # noqa: E731
-    assert side_network(args(), separate=True) == {"joiner": "projection", "rnn_type": "gru"}
-    # single sentences, joint pairs: the paper's Joiner, an LSTM
-    assert side_network(args(), separate=False) == {"joiner": "norm", "rnn_type": "lstm"}
-    assert side_network(args(joiner="norm", rnn_type="lstm"), separate=True) == {"joiner": "norm", "rnn_type": "lstm"}
-    assert side_network(args(joiner="projection", rnn_type="gru"), separate=False) == {"joiner": "projection",
-                                                                                     "rnn_type": "gru"}
+    assert side_network(args(), separate=True) == {"joiner": "projection", "rnn_type": "gru", "layer_stride": 2}
+    # single sentences, joint pairs: the paper's Joiner, an LSTM, every layer (ReadConfig's default)
+    assert side_network(args(), separate=False) == {"joiner": "norm", "rnn_type": "lstm", "layer_stride": None}
+    given = {"joiner": "norm", "rnn_type": "lstm", "layer_stride": 1}  # flags win
+    assert side_network(args(**given), separate=True) == given
+    assert side_network(args(joiner="projection", rnn_type="gru", layer_stride=3), separate=False) == {
+        "joiner": "projection", "rnn_type": "gru", "layer_stride": 3}
+    assert side_network(args(layers=[1, 2]), separate=True)["layer_stride"] is None  # --layers says which
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):

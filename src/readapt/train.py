@@ -91,7 +91,8 @@ class TrainArgs:
     layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
     layer_stride: Optional[int] = field(default=None, metadata={
         "help": "READ: read every k-th backbone layer, counted down from the last (2 on 6 layers: 2, 4, 6); "
-                "fewer recurrent steps, a cheaper step and a smaller state cache (default: 1, every layer)"})
+                "fewer recurrent steps, a cheaper step and a smaller state cache (default, chosen on validation: "
+                "2 for separately encoded pairs, 1 (every layer) otherwise)"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), last, or pair for two-text "
@@ -343,13 +344,15 @@ def max_memory_limits(entries: Optional[list[str]]) -> Optional[dict]:
     return limits
 
 
-def side_network(args: TrainArgs, separate: bool) -> dict[str, str]:
-    """--joiner and --rnn-type, else READ's defaults, chosen on validation like the pair encoding
-    (README, "What we tried"). Separately encoded pairs: the projecting Joiner (it ties the paper's
-    and costs less) and a GRU (ahead of the LSTM on all three pair tasks' validation, and cheaper).
-    Single sentences: the paper's Joiner (CoLA) and an LSTM (Rotten Tomatoes)."""
+def side_network(args: TrainArgs, separate: bool) -> dict[str, Any]:
+    """--joiner, --rnn-type and --layer-stride, else READ's defaults, chosen on validation like the
+    pair encoding (README, "What we tried"): among side networks that tie, the cheapest.
+    Separately encoded pairs: the projecting Joiner, a GRU and every second layer (each ties the
+    paper's choice on the pair tasks' validation and costs less). Single sentences: the paper's
+    Joiner (CoLA), an LSTM and every layer (Rotten Tomatoes)."""
     return {"joiner": args.joiner or ("projection" if separate else "norm"),
-            "rnn_type": args.rnn_type or ("gru" if separate else "lstm")}
+            "rnn_type": args.rnn_type or ("gru" if separate else "lstm"),
+            "layer_stride": args.layer_stride or (2 if separate and args.layers is None else None)}
 
 
 def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:
