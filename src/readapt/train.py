@@ -175,8 +175,9 @@ class TrainArgs:
 
     def options(self) -> dict[str, Any]:
         """Method-specific knobs, as the methods' build() reads them."""
-        return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers, "layer_stride": self.layer_stride,
-                "aggregation": self.aggregation, "mixing": self.mixing, "joiner": self.joiner,
+        return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
+                "layer_stride": self.layer_stride, "aggregation": self.aggregation, "mixing": self.mixing,
+                "joiner": self.joiner,
                 "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
 
 
