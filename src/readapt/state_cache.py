@@ -273,17 +273,23 @@ def _complete_entry(folder: Path, key: str, items: list[dict], describe: dict, i
     fsync_dir(folder)
 
 
-def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype: str) -> list[torch.Tensor]:
-    """Each sequence's states (layers x tokens x d, memory-mapped), after checking the manifest,
-    every file's size and sha256, and the index against the sequences asking for them."""
+def _read_manifest(folder: Path) -> dict:
+    """An entry's manifest (size-capped read), or Damaged saying what is wrong with it."""
     try:
         with open(folder / MANIFEST, "rb") as f:
             manifest = json.loads(f.read(_MANIFEST_LIMIT + 1))
     except (OSError, ValueError) as exc:
         raise Damaged(f"its {MANIFEST} is unreadable ({type(exc).__name__})") from None
-    expected = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, "dtype": dtype, **describe}
     if not isinstance(manifest, dict):
         raise Damaged(f"its {MANIFEST} holds no object")
+    return manifest
+
+
+def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype: str) -> list[torch.Tensor]:
+    """Each sequence's states (layers x tokens x d, memory-mapped), after checking the manifest,
+    every file's size and sha256, and the index against the sequences asking for them."""
+    manifest = _read_manifest(folder)
+    expected = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, "dtype": dtype, **describe}
     wrong = [name for name, value in expected.items() if manifest.get(name) != value]
     if wrong:
         raise Damaged(f"its manifest does not match this key ({', '.join(wrong)})")
@@ -504,11 +510,9 @@ class Entry:
     def manifest(self) -> Optional[dict]:
         """The entry's manifest, or None if it cannot be read (a damaged entry still lists)."""
         try:
-            with open(self.folder / MANIFEST, "rb") as f:
-                found = json.loads(f.read(_MANIFEST_LIMIT + 1))
-        except (OSError, ValueError):
+            return _read_manifest(self.folder)
+        except Damaged:
             return None
-        return found if isinstance(found, dict) else None
 
 
 def least_recently_used(entries: list[Entry], over: int, protect: set[str]) -> list[Entry]:
