@@ -103,9 +103,6 @@ def plan(args: SweepArgs) -> tuple[list[dict[str, str]], dict[str, str]]:
         axes[name] = [v.strip() for v in values.split(",") if v.strip()]
     if not axes:
         raise ValueError("give at least one --grid OPTION=V1,V2 (e.g. --grid rnn_dim=64,128,256)")
-    for name, values in [*((n, [v]) for n, v in fixed.items()), *axes.items()]:
-        for value in values:  # a switch given "yes" fails now, not when its cell's turn comes
-            _flags(name, value, fields[name])
     cells = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
     if len(cells) * len(args.seeds) > MAX_CELLS:
         raise ValueError(f"the grid has {len(cells) * len(args.seeds):,d} runs (cells x seeds); at most {MAX_CELLS}")
