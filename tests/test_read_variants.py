@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
 from readapt import ReadConfig, get_read_model
@@ -150,3 +151,23 @@ def test_bad_variant_options_are_one_line_errors(tiny_model_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 1 and words in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_side_chunk_tokens_reaches_the_side_network_and_leaves_training_unchanged(
+        tiny_model_dir, pair_files, tmp_path, monkeypatch):
+    """--side-chunk-tokens 5 (every batch in several chunks, each recomputed in backward) and 0 (the
+    whole batch at once) train the same model; the value is what the side network gets."""
+    from readapt.model import ReadModel
+
+    seen, original = [], ReadModel.set_side_chunk_tokens
+    monkeypatch.setattr(ReadModel, "set_side_chunk_tokens", lambda self, n: seen.append(n) or original(self, n))
+    common = _common(tiny_model_dir, pair_files, cache="off")
+    runs = [train(TrainArgs(output=str(tmp_path / str(n)), side_chunk_tokens=n, **common), argv=["t"])
+            for n in (5, 0)]
+    assert seen == [5, None]
+    assert runs[0]["history"] == [{**h, "train_seconds": c["train_seconds"]}
+                                  for h, c in zip(runs[1]["history"], runs[0]["history"])]
+    chunked, whole = (load_file(tmp_path / str(n) / "read_model.safetensors") for n in (5, 0))
+    assert chunked.keys() == whole.keys() and any(t.abs().sum() > 0 for t in whole.values())
+    for name, tensor in whole.items():
+        torch.testing.assert_close(chunked[name], tensor, rtol=1e-4, atol=1e-6, msg=name)

@@ -48,6 +48,7 @@ from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.pr
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
+from readapt.model import SIDE_CHUNK_TOKENS
 from readapt.reporting import Reporter, check_installed, reporter_names
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
 
@@ -93,6 +94,10 @@ class TrainArgs:
         "help": "READ: read every k-th backbone layer, counted down from the last (2 on 6 layers: 2, 4, 6); "
                 "fewer recurrent steps, a cheaper step and a smaller state cache (default, chosen on validation: "
                 "2 for separately encoded pairs, 1 (every layer) otherwise)"})
+    side_chunk_tokens: int = field(default=SIDE_CHUNK_TOKENS, metadata={
+        "help": "READ: train the side network over at most this many tokens at a time, recomputing each chunk "
+                "in the backward pass (its memory stays one chunk's whatever the batch); 0: the whole batch at "
+                "once, faster on a GPU for 2-3x the memory (README, GPU cost). The results are the same"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), last, or pair for two-text "
@@ -243,6 +248,11 @@ def check_args(args: TrainArgs) -> None:
             raise ValueError("--layers and --layer-stride both choose the layers READ reads: give one of them")
         if not 1 <= args.layer_stride <= MAX_LAYERS:
             raise ValueError(f"--layer-stride {args.layer_stride} is out of range: use 1..{MAX_LAYERS}")
+    if not 0 <= args.side_chunk_tokens <= 10**9:
+        raise ValueError(f"--side-chunk-tokens {args.side_chunk_tokens} is out of range: use 0 (the whole batch) "
+                         f"or a number of tokens up to 10**9")
+    if args.side_chunk_tokens != SIDE_CHUNK_TOKENS and args.method != "read":
+        raise ValueError(f"--side-chunk-tokens is a READ option; drop it for --method {args.method}")
     if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner not in (None, "norm") and args.method != "read":
@@ -405,6 +415,8 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), **side_network(args, separate)}
     model = get_method(args.method).build(backbone, head, options)
+    if args.method == "read":
+        model.set_side_chunk_tokens(args.side_chunk_tokens or None)
     if not args.device_map:
         return model.to(device), tokenizer, text_to_text
     # A dispatched backbone stays where accelerate put it; what trains goes where it computes.
@@ -856,6 +868,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm", "layer_stride": 1,
+              "side_chunk_tokens": SIDE_CHUNK_TOKENS,
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
               "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None,
