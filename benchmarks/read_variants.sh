@@ -32,6 +32,7 @@ pair_variants=(
   "separate-projection-gru|--pair-encoding separate --mixing none --joiner projection --rnn-type gru"
   "separate-projection-even|--pair-encoding separate --mixing none --joiner projection --layers 2 4 6"
   "separate-projection-gru-even|--pair-encoding separate --mixing none --joiner projection --rnn-type gru --layers 2 4 6"
+  "separate-projection-gru-even-bidirectional|--pair-encoding separate --mixing none --joiner projection --rnn-type gru --layers 2 4 6 --bidirectional"
 )
 single_variants=(
   "plain|--pooling mean --mixing none"
@@ -47,6 +48,7 @@ single_variants=(
   "plain-last|--pooling mean --mixing none --aggregation last"
   "mean-max|--pooling mean_max --mixing none"
   "mean-max-stride2|--pooling mean_max --mixing none --layer-stride 2"
+  "plain-bidirectional|--pooling mean --mixing none --bidirectional"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"

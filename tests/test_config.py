@@ -31,6 +31,9 @@ def test_defaults_are_valid_and_every_field_has_help():
     ({"mixing": "conv"}, "mixing='conv': choose none or attention"),
     ({"mixing": "attention", "task_type": "CAUSAL_LM"}, "SEQ_CLS only"),
     ({"mixing": "attention", "rnn_dim": 30}, "multiple of 4"),
+    ({"bidirectional": True, "rnn_dim": 7}, "even rnn_dim"),
+    ({"bidirectional": True, "aggregation": "last"}, "aggregation='mean'"),
+    ({"bidirectional": "yes"}, "expected bool"),
 ])
 def test_invalid_values_are_refused_with_the_field_named(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -280,6 +280,8 @@ def test_a_layer_stride_reads_every_kth_layer_down_from_the_last():
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, joiner="projection")),
     (tiny_llama, ReadConfig(task_type="CAUSAL_LM", rnn_dim=6, joiner="projection", rnn_type="gru")),
     (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, joiner="projection")),
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, bidirectional=True)),
+    (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, bidirectional=True, joiner="projection")),
 ])
 def test_trainable_parameter_estimate_is_exact(make, config):
     from readapt.model import trainable_parameters

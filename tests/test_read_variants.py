@@ -171,3 +171,41 @@ def test_side_chunk_tokens_reaches_the_side_network_and_leaves_training_unchange
     assert chunked.keys() == whole.keys() and any(t.abs().sum() > 0 for t in whole.values())
     for name, tensor in whole.items():
         torch.testing.assert_close(chunked[name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bidirectional_depth_trains_saves_and_predicts(tiny_model_dir, pair_files, tmp_path, capsys):
+    """--bidirectional reaches the saved config, a reloaded run predicts what the trained model does,
+    and cached states give the live run's numbers."""
+    from readapt import ReadModel
+
+    common = _common(tiny_model_dir, pair_files, bidirectional=True)
+    live = train(TrainArgs(output=str(tmp_path / "live"), cache="off", **common), argv=["t"])
+    cached = train(TrainArgs(output=str(tmp_path / "cached"), cache="on", **common), argv=["t"])
+    assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in live["history"]]
+    saved = json.loads((tmp_path / "live" / "read_config.json").read_text())
+    assert saved["bidirectional"] is True and saved["rnn_dim"] == 8
+    model = ReadModel.from_pretrained(AutoModel.from_pretrained(tiny_model_dir), tmp_path / "live")
+    assert model.side.rnn.bidirectional and model.side.rnn.hidden_size == 4
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "live"), "--text", "a man sleeps ||| someone rests",
+                 "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
+
+
+def test_a_run_loads_the_side_network_it_trained_after_the_defaults_change(
+        tiny_model_dir, pair_files, tmp_path, capsys, monkeypatch):
+    """A run that left --rnn-type/--joiner/--layer-stride to the defaults predicts with the network it
+    trained even when a later readapt picks other defaults (here: the paper's LSTM on every layer)."""
+    import readapt.train
+
+    train(TrainArgs(output=str(tmp_path / "run"), **_common(tiny_model_dir, pair_files)), argv=["t"])
+    predict = ["predict", "--run", str(tmp_path / "run"), "--text", "a man sleeps ||| someone rests",
+               "--probabilities", "--device", "cpu"]
+    capsys.readouterr()
+    assert main(predict) == 0
+    before = json.loads(capsys.readouterr().out)
+    paper = {"joiner": "norm", "rnn_type": "lstm", "layer_stride": None}
+    monkeypatch.setattr(readapt.train, "side_network",
+                        lambda args, separate: {k: getattr(args, k) or v for k, v in paper.items()})
+    assert main(predict) == 0
+    assert json.loads(capsys.readouterr().out) == before

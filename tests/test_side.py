@@ -33,6 +33,24 @@ def test_recurrence_runs_over_depth_in_order():
     assert not torch.allclose(side(states), side(states.flip(0)))
 
 
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_bidirectional_depth_lets_lower_layers_see_higher_ones(rnn_type):
+    """Both directions, r/2 wide each: zero correction at init, the output width r stays, and a
+    token's correction now depends on its upper layers through every step's output (the one-way
+    network's first step ignores them)."""
+    torch.manual_seed(0)
+    side = SideNetwork(16, rnn_dim=8, rnn_type=rnn_type, bidirectional=True)
+    states = torch.randn(4, 3, 16)
+    assert torch.equal(side(states), torch.zeros(3, 16))
+    assert side.rnn.hidden_size == 4 and side.out.in_features == 8
+    changed = states.clone()
+    changed[-1] = torch.randn(3, 16)  # the top layer only
+    first_step = lambda rnn, s: rnn(side.joiner(s))[0][0]  # noqa: E731  the output at the lowest layer
+    assert not torch.allclose(first_step(side.rnn, states), first_step(side.rnn, changed))
+    one_way = SideNetwork(16, rnn_dim=8, rnn_type=rnn_type)
+    assert torch.equal(first_step(one_way.rnn, states), first_step(one_way.rnn, changed))
+
+
 def test_size_does_not_depend_on_depth():
     side = SideNetwork(64, rnn_dim=32)
     n = sum(p.numel() for p in side.parameters())

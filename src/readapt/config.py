@@ -29,7 +29,7 @@ JOINERS = ("norm", "projection")
 
 
 # Fields added after configs were first saved, with the value every older config meant.
-ADDED_LATER = {"mixing": "none", "joiner": "norm", "layer_stride": 1}
+ADDED_LATER = {"mixing": "none", "joiner": "norm", "layer_stride": 1, "bidirectional": False}
 
 # Bounds on what a config may ask to allocate, checked before any tensor exists (a config file is
 # user input: rnn_dim=65536 would need ~70 GB, num_labels=10**8 a 12.8 GB head on a tiny backbone).
@@ -70,6 +70,13 @@ class ReadConfig:
                           "last (k=2 on 6 layers: 2, 4, 6), so its steps, compute and cached states "
                           "shrink k-fold while the final layer is still the one read last and "
                           "corrected. 1 (the paper) reads every layer."},
+    )
+    bidirectional: bool = field(
+        default=False,
+        metadata={"help": "Run the RNN over depth in both directions, rnn_dim/2 wide each (the same "
+                          "output width, about the same parameters and compute): each layer's output "
+                          "then also sees the layers above it. False is the paper's READ. Needs "
+                          "aggregation='mean' and an even rnn_dim."},
     )
     aggregation: str = field(
         default="mean",
@@ -154,6 +161,9 @@ class ReadConfig:
         if self.mixing == "attention" and self.rnn_dim % 4:
             raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='attention' splits it over 4 heads; "
                               f"use a multiple of 4")
+        if self.bidirectional and (self.rnn_dim % 2 or self.aggregation != "mean"):
+            raise ConfigError(f"bidirectional=True runs rnn_dim/2 per direction and averages over depth: use an "
+                              f"even rnn_dim (got {self.rnn_dim}) and aggregation='mean' (got {self.aggregation!r})")
         if not 1 <= self.layer_stride <= MAX_LAYERS:
             raise ConfigError(f"layer_stride={short(self.layer_stride)}: must be between 1 and {MAX_LAYERS}")
         if self.layers is not None and self.layer_stride != 1:

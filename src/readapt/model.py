@@ -74,7 +74,7 @@ class ReadModel(nn.Module):
         side = dict(rnn_dim=r, rnn_type=config.rnn_type, aggregation=config.aggregation,
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
-                    chunk_tokens=SIDE_CHUNK_TOKENS, joiner=config.joiner)
+                    chunk_tokens=SIDE_CHUNK_TOKENS, joiner=config.joiner, bidirectional=config.bidirectional)
         self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
             self.encoder_side = SideNetwork(d, **side)
@@ -361,7 +361,8 @@ def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_l
             joiner, width = d * r + r + (d * r if cross else 0), r
         else:                                                     # norm (RMSNorm: weight; LayerNorm: + bias)
             joiner, width = (d if norm == "rmsnorm" else 2 * d) + (2 * d * d + d if cross else 0), d
-        rnn = gates * r * (width + r) + 2 * gates * r             # input + hidden weights, two biases
+        h, directions = (r // 2, 2) if config.bidirectional else (r, 1)  # per direction
+        rnn = directions * (gates * h * (width + h) + 2 * gates * h)  # input + hidden weights, two biases
         return joiner + rnn + r * d                               # + W_out (no bias)
 
     mixer = 4 * r * r + 4 * r + 2 * r if config.mixing == "attention" else 0  # q/k/v/out + biases, LayerNorm

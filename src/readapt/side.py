@@ -192,7 +192,7 @@ class SideNetwork(nn.Module):
     def __init__(self, dim: int, rnn_dim: int = 128, rnn_type: str = "gru", aggregation: str = "mean",
                  norm: str = "layernorm", eps: float = 1e-12, input_scale: float = 1.0,
                  output_scale: float = 1.0, cross: bool = False, chunk_tokens: Optional[int] = None,
-                 mixing: str = "none", joiner: str = "norm"):
+                 mixing: str = "none", joiner: str = "norm", bidirectional: bool = False):
         super().__init__()
         self.chunk_tokens = chunk_tokens
         if joiner == "projection":
@@ -200,7 +200,8 @@ class SideNetwork(nn.Module):
         else:
             self.joiner = Joiner(dim, norm, eps, input_scale, cross)
         rnn_input = rnn_dim if joiner == "projection" else dim
-        self.rnn = _RNNS[rnn_type](rnn_input, rnn_dim)  # (L, M, width) layout: time = depth
+        # (L, M, width) layout: time = depth; both directions: rnn_dim/2 each, concatenated to rnn_dim
+        self.rnn = _RNNS[rnn_type](rnn_input, rnn_dim // 2 if bidirectional else rnn_dim, bidirectional=bidirectional)
         self.aggregation = aggregation
         self.output_scale = output_scale
         self.mixer = TokenMixer(rnn_dim) if mixing == "attention" else None

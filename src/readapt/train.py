@@ -38,8 +38,8 @@ from readapt import checkpoint as ckpt
 from readapt import rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
-from readapt.config import (AGGREGATIONS, JOINERS, MAX_LAYERS, MAX_RNN_DIM, MIXINGS, POOLINGS, RNN_TYPES,
-                            WEIGHTS_NAME, ConfigError, check_types)
+from readapt.config import (AGGREGATIONS, CONFIG_NAME, JOINERS, MAX_LAYERS, MAX_RNN_DIM, MIXINGS, POOLINGS,
+                            RNN_TYPES, WEIGHTS_NAME, ConfigError, ReadConfig, check_types)
 from readapt.data import TaskData, TaskSpec, compute_metrics, load_task, majority_baseline
 from readapt.data.lm import LM_TASK_TYPES, TASK_TYPES, lm_columns, load_lm_files, target_tokens
 from readapt.distributed import SINGLE, RankLost, Shard, World, close_world, init_world
@@ -98,6 +98,9 @@ class TrainArgs:
         "help": "READ: train the side network over at most this many tokens at a time, recomputing each chunk "
                 "in the backward pass (its memory stays one chunk's whatever the batch); 0: the whole batch at "
                 "once, faster on a GPU for 2-3x the memory (README, GPU cost). The results are the same"})
+    bidirectional: bool = field(default=False, metadata={
+        "help": "READ: run the side RNN over depth in both directions (rnn-dim/2 wide each: about the same "
+                "parameters and cost), so each layer's output also sees the layers above it"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
         "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), last, or pair for two-text "
@@ -182,6 +185,7 @@ class TrainArgs:
         """Method-specific knobs, as the methods' build() reads them."""
         return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
                 "layer_stride": self.layer_stride, "aggregation": self.aggregation, "mixing": self.mixing,
+                "bidirectional": self.bidirectional or None,
                 "joiner": self.joiner,
                 "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
 
@@ -253,6 +257,11 @@ def check_args(args: TrainArgs) -> None:
                          f"or a number of tokens up to 10**9")
     if args.side_chunk_tokens != SIDE_CHUNK_TOKENS and args.method != "read":
         raise ValueError(f"--side-chunk-tokens is a READ option; drop it for --method {args.method}")
+    if args.bidirectional and args.method != "read":
+        raise ValueError(f"--bidirectional is a READ option; drop it for --method {args.method}")
+    if args.bidirectional and (args.rnn_dim % 2 or args.aggregation != "mean"):
+        raise ValueError(f"--bidirectional runs --rnn-dim/2 per direction and averages over depth: use an even "
+                         f"--rnn-dim (got {args.rnn_dim}) and --aggregation mean (got {args.aggregation})")
     if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
     if args.joiner not in (None, "norm") and args.method != "read":
@@ -857,6 +866,7 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     """(model, tokenizer, spec, args, text_to_text) of a finished run, weights loaded."""
     run_dir = Path(run_dir)
     args, spec, _ = read_run_config(run_dir)
+    args = with_saved_side_network(args, run_dir)
     torch_device = pick_device(device)
     model, tokenizer, text_to_text = build(args, spec, torch_device)
     if not ((run_dir / ckpt.TRAINABLE_NAME).is_file() or (run_dir / WEIGHTS_NAME).is_file()):
@@ -865,10 +875,23 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     return model, tokenizer, spec, args, text_to_text, torch_device
 
 
+def with_saved_side_network(args: TrainArgs, run_dir: Path) -> TrainArgs:
+    """A READ run's side network as it was trained: the choices the run left to readapt's defaults
+    (--rnn-type, --joiner, --layer-stride unset) taken from its read_config.json, so a run trained
+    before a default changed loads into the network it trained, not today's default."""
+    if args.method != "read" or not (run_dir / CONFIG_NAME).is_file():
+        return args  # not READ, or no weights yet: load_trained says so
+    saved = ReadConfig.from_pretrained(run_dir)
+    chosen = {"rnn_type": saved.rnn_type, "joiner": saved.joiner}
+    if args.layers is None and saved.layers is None:
+        chosen["layer_stride"] = saved.layer_stride
+    return dataclasses.replace(args, **{k: v for k, v in chosen.items() if getattr(args, k) is None})
+
+
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm", "layer_stride": 1,
-              "side_chunk_tokens": SIDE_CHUNK_TOKENS,
+              "side_chunk_tokens": SIDE_CHUNK_TOKENS, "bidirectional": False,
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
               "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None,

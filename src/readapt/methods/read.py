@@ -8,7 +8,7 @@ from readapt.model import get_read_model
 
 # options a run may set -> ReadConfig fields
 READ_OPTIONS = ("rnn_type", "rnn_dim", "layers", "layer_stride", "aggregation", "input_scale", "output_scale",
-                "mixing", "joiner")
+                "mixing", "joiner", "bidirectional")
 
 
 def build(backbone, head: HeadSpec | None, options: dict):
