@@ -866,9 +866,8 @@ def load_run(run_dir: str | Path, device: str = "auto"):
     """(model, tokenizer, spec, args, text_to_text) of a finished run, weights loaded."""
     run_dir = Path(run_dir)
     args, spec, _ = read_run_config(run_dir)
-    args = with_saved_side_network(args, run_dir)
     torch_device = pick_device(device)
-    model, tokenizer, text_to_text = build(args, spec, torch_device)
+    model, tokenizer, text_to_text = build(with_saved_side_network(args, run_dir), spec, torch_device)
     if not ((run_dir / ckpt.TRAINABLE_NAME).is_file() or (run_dir / WEIGHTS_NAME).is_file()):
         raise ValueError(f"{run_dir} holds no trained weights yet (did training finish?)")
     load_trained(model, run_dir)
