@@ -47,9 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     records = [json.loads(line) for line in (ROOT / "glue" / "results.jsonl").read_text().splitlines()]
     records = [r for r in records if r["method"] != "read"]
-    full_seeds = ROOT / "glue_seeds" / "results.jsonl"  # bash benchmarks/glue_seeds.sh: seeds 1-2
-    if full_seeds.is_file():
-        records += [json.loads(line) for line in full_seeds.read_text().splitlines() if line.strip()]
+    if (ROOT / "glue_seeds" / "results.jsonl").is_file():  # bash benchmarks/glue_seeds.sh: seeds 1-2
+        records += load(ROOT / "glue_seeds")
     variants = ROOT / "read_variants" / "results.jsonl"  # written by variants_table.py
     for r in (json.loads(line) for line in variants.read_text().splitlines()):
         variant = r["variant"]
