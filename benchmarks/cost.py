@@ -135,7 +135,7 @@ def batch(family: str, vocab: int, batch_size: int, length: int, device, pairs: 
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def build(shape: str, row: tuple, device, chunk: str = "default"):
+def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype: str = "float32"):
     """(model, optimizer or None for the frozen forward, family, vocabulary size) for one row."""
     from readapt.methods import HeadSpec, get_method
 
@@ -145,6 +145,8 @@ def build(shape: str, row: tuple, device, chunk: str = "default"):
     vocab = model.config.vocab_size
     if method is None:  # the floor: READ's own frozen pass, run through a fresh READ model
         method, options = "read", {}
+    if not get_method(method).backbone_backprop:  # as readapt trains: a frozen backbone may run in half
+        model = model.to(getattr(torch, backbone_dtype))  # precision; trained weights stay float32
     head = HeadSpec(num_labels=2, pooling=pooling) if family == "encoder" else None
     torch.manual_seed(0)
     model = get_method(method).build(model, head, options).to(device).train()
@@ -198,7 +200,7 @@ def peak_bytes(step, device) -> int:
 def rss_child(args, name: str) -> float:
     """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
     command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
-               "--side-chunk-tokens", args.side_chunk_tokens,
+               "--side-chunk-tokens", args.side_chunk_tokens, "--backbone-dtype", args.backbone_dtype,
                "--length", str(args.length), "--threads", str(args.threads), "--device", args.device,
                *(["--pairs"] if args.pairs else [])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -208,7 +210,7 @@ def rss_child(args, name: str) -> float:
 def child(args, rows: dict, device) -> None:
     from readapt.measure import Meter
 
-    model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens)
+    model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens, args.backbone_dtype)
     row = rows[args.child]
     inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
     step = make_step(model, optimizer, inputs, row.states_given)
@@ -232,6 +234,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10_000, help="epoch size for the 10-epoch estimate")
     parser.add_argument("--side-chunk-tokens", default="default", help="READ trains its side network over at "
                         "most this many tokens at a time (ReadModel.set_side_chunk_tokens); none: all at once")
+    parser.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the frozen backbone in the rows that do not train it (the frozen forward, "
+                        "READ, LST), as readapt train --backbone-dtype; the others stay float32")
     parser.add_argument("--rows", help="comma-separated substrings: only rows whose name holds one")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -253,7 +258,7 @@ def main() -> None:
 
     steps, peaks, times = {}, {}, {name: [] for name in rows}
     for name, row in rows.items():
-        model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens)
+        model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens, args.backbone_dtype)
         inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
         steps[name] = make_step(model, optimizer, inputs, row.states_given)
         steps[name]()                                   # warm-up (creates optimizer state)
@@ -268,7 +273,8 @@ def main() -> None:
     lines = [f"{args.shape}, batch {args.batch_size} x {args.length} tokens, {device.type}"
              f"{f' ({args.threads} thread(s))' if device.type == 'cpu' else ''}, median of {args.steps} "
              f"interleaved steps"
-             f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}", "",
+             f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}"
+             f"{'' if args.backbone_dtype == 'float32' else f', frozen backbones in {args.backbone_dtype}'}", "",
              f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
              + (" peak RSS (MB) | / full FT |" if rss else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if rss else "")]

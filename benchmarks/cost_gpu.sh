@@ -36,3 +36,7 @@ for chunk in 1024 none; do
   cost "side_chunk/bert_large_pairs_$chunk" --shape bert-large --pairs --rows GRU --side-chunk-tokens "$chunk"
   cost "side_chunk/decoder_1b_$chunk" --shape decoder-1b --rows paper --side-chunk-tokens "$chunk"
 done
+# the frozen backbone in bfloat16 (readapt train --backbone-dtype bfloat16) for the rows that do not
+# train it; full fine-tuning, LoRA and adapters stay float32, as readapt trains them
+cost bert_large_bf16 --shape bert-large --backbone-dtype bfloat16
+cost decoder_1b_bf16 --shape decoder-1b --backbone-dtype bfloat16
