@@ -185,8 +185,7 @@ class TrainArgs:
         """Method-specific knobs, as the methods' build() reads them."""
         return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
                 "layer_stride": self.layer_stride, "aggregation": self.aggregation, "mixing": self.mixing,
-                "bidirectional": self.bidirectional or None,
-                "joiner": self.joiner,
+                "bidirectional": self.bidirectional, "joiner": self.joiner,
                 "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
 
 
