@@ -39,6 +39,9 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from readapt import microbatch
+
+
 class Row(NamedTuple):
     method: Optional[str]          # None: the frozen forward alone (READ's floor)
     options: dict
@@ -157,7 +160,7 @@ def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype
     return model, optimizer, family, vocab
 
 
-def make_step(model, optimizer, inputs: dict, states_given: bool):
+def make_step(model, optimizer, inputs: dict, states_given: bool, split: str = "auto"):
     frozen_inputs = {k: v for k, v in inputs.items() if k != "segment_ids" and (k != "labels" or v.ndim > 1)}
     if optimizer is None:
         return lambda: model.backbone_states(**frozen_inputs)
@@ -165,8 +168,8 @@ def make_step(model, optimizer, inputs: dict, states_given: bool):
         states = model.backbone_states(**frozen_inputs)
         inputs = {"states": states, **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
 
-    def step():
-        model(**inputs).loss.backward()
+    def step():  # as readapt train steps: READ in parts of whole examples (readapt.microbatch)
+        microbatch.backward(model, inputs, split)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
@@ -201,6 +204,7 @@ def rss_child(args, name: str) -> float:
     """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
     command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
                "--side-chunk-tokens", args.side_chunk_tokens, "--backbone-dtype", args.backbone_dtype,
+               "--side-parts", args.side_parts,
                "--length", str(args.length), "--threads", str(args.threads), "--device", args.device,
                *(["--pairs"] if args.pairs else [])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -213,7 +217,7 @@ def child(args, rows: dict, device) -> None:
     model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens, args.backbone_dtype)
     row = rows[args.child]
     inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
-    step = make_step(model, optimizer, inputs, row.states_given)
+    step = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
     with Meter(device) as meter:
         for _ in range(3):
             step()
@@ -234,6 +238,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10_000, help="epoch size for the 10-epoch estimate")
     parser.add_argument("--side-chunk-tokens", default="default", help="READ trains its side network over at "
                         "most this many tokens at a time (ReadModel.set_side_chunk_tokens); none: all at once")
+    parser.add_argument("--side-parts", default="auto", choices=["auto", "always"], help="READ's batch in "
+                        "parts of whole examples (readapt.microbatch): auto, as readapt trains (on a CPU only), "
+                        "or always (on a GPU too)")
     parser.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the frozen backbone in the rows that do not train it (the frozen forward, "
                         "READ, LST), as readapt train --backbone-dtype; the others stay float32")
@@ -260,7 +267,7 @@ def main() -> None:
     for name, row in rows.items():
         model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens, args.backbone_dtype)
         inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
-        steps[name] = make_step(model, optimizer, inputs, row.states_given)
+        steps[name] = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
         steps[name]()                                   # warm-up (creates optimizer state)
         peaks[name] = peak_bytes(steps[name], device) / 2**20
     for _ in range(args.steps):
@@ -274,6 +281,7 @@ def main() -> None:
              f"{f' ({args.threads} thread(s))' if device.type == 'cpu' else ''}, median of {args.steps} "
              f"interleaved steps"
              f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}"
+             f"{'' if args.side_parts == 'auto' else f', READ batch in parts: {args.side_parts}'}"
              f"{'' if args.backbone_dtype == 'float32' else f', frozen backbones in {args.backbone_dtype}'}", "",
              f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
              + (" peak RSS (MB) | / full FT |" if rss else ""),

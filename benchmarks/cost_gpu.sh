@@ -1,42 +1,68 @@
 #!/usr/bin/env bash
-# The README's GPU cost tables, on one CUDA device: benchmarks/cost.py on MiniLM's shape and the
-# larger shapes (random weights: BERT-base, BERT-large, T5-base, a 1.1B decoder), single sentences
-# and sentence pairs, then benchmarks/gpu_cost.py (T5-base, each method in its own process, energy
-# from NVML), then the side network's chunk size (READ trains it over at most 1,024 tokens at a
-# time, recomputing each chunk in backward: the time that costs against the memory it saves).
+# The README's GPU cost tables, on one CUDA device, in four sections:
+#   steps   benchmarks/cost.py on MiniLM's shape and the larger shapes (random weights: BERT-base,
+#           BERT-large, T5-base, a 1.1B decoder), single sentences and sentence pairs
+#   energy  benchmarks/gpu_cost.py (T5-base, each method in its own process, energy from NVML)
+#   chunk   READ's side chunk size: 1,024 tokens (the default: on a GPU the side network checkpoints
+#           chunks of it), 4,096, or the whole batch at once (--side-chunk-tokens none)
+#   bf16    the frozen backbone in bfloat16 for the rows that do not train it
+#   parts   the steps section's READ rows with the batch in parts of whole examples, as readapt
+#           trains on a CPU (readapt.microbatch; cost.py --side-parts always)
 # Needs torch, transformers and peft; readapt itself is read from src/.
-# Usage: [PYTHON=python3] bash benchmarks/cost_gpu.sh [output dir]
+# Usage: [PYTHON=python3] bash benchmarks/cost_gpu.sh [output dir] [section ...]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/cost_gpu}
+SECTIONS=" ${*:2} "
+[[ $SECTIONS == "  " ]] && SECTIONS=" steps energy chunk bf16 parts "
+want() { [[ $SECTIONS == *" $1 "* ]]; }
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
 cost() {  # name, then cost.py options
   SECONDS=0
-  $PY benchmarks/cost.py --device cuda --steps 10 "${@:2}" --out "$OUT/$1.md"
+  $PY benchmarks/cost.py --device cuda --steps 10 "${@:2}" --out "$OUT/$1.md" || echo "($1 failed: exit $?)"
   echo "($1: ${SECONDS} s)"
 }
-cost bert_large --shape bert-large
-cost t5_base --shape t5-base
-cost decoder_1b --shape decoder-1b
-cost minilm_random --shape minilm-random
-cost bert_large_pairs --shape bert-large --pairs
-cost minilm_random_pairs --shape minilm-random --pairs
-cost bert_base --shape bert-base
-$PY benchmarks/gpu_cost.py --methods full lora adapter prompt read --out "$OUT"
-mkdir -p "$OUT/side_chunk"
-for chunk in 1024 4096 none; do
-  for shape in minilm-random bert-large; do
-    cost "side_chunk/${shape//-/_}_$chunk" --shape "$shape" --rows "mean pooling" --side-chunk-tokens "$chunk"
+if want steps; then
+  cost bert_large --shape bert-large
+  cost decoder_1b --shape decoder-1b
+  cost bert_large_pairs --shape bert-large --pairs
+  cost minilm_random --shape minilm-random
+  cost minilm_random_pairs --shape minilm-random --pairs
+  cost bert_base --shape bert-base
+  cost t5_base --shape t5-base
+fi
+if want energy; then
+  $PY benchmarks/gpu_cost.py --methods full lora adapter prompt read --out "$OUT"
+fi
+if want chunk; then
+  mkdir -p "$OUT/side_chunk"
+  for chunk in 1024 4096 none; do
+    for shape in minilm-random bert-large; do
+      cost "side_chunk/${shape//-/_}_$chunk" --shape "$shape" --rows "mean pooling" --side-chunk-tokens "$chunk"
+    done
   done
-done
-for chunk in 1024 none; do
-  cost "side_chunk/bert_large_pairs_$chunk" --shape bert-large --pairs --rows GRU --side-chunk-tokens "$chunk"
-  cost "side_chunk/decoder_1b_$chunk" --shape decoder-1b --rows paper --side-chunk-tokens "$chunk"
-done
-# the frozen backbone in bfloat16 (readapt train --backbone-dtype bfloat16) for the rows that do not
-# train it; full fine-tuning, LoRA and adapters stay float32, as readapt trains them
-cost bert_large_bf16 --shape bert-large --backbone-dtype bfloat16
-cost decoder_1b_bf16 --shape decoder-1b --backbone-dtype bfloat16
+  for chunk in 1024 none; do
+    cost "side_chunk/bert_large_pairs_$chunk" --shape bert-large --pairs --rows GRU --side-chunk-tokens "$chunk"
+    cost "side_chunk/decoder_1b_$chunk" --shape decoder-1b --rows paper --side-chunk-tokens "$chunk"
+  done
+fi
+if want parts; then
+  # the batch in parts of whole examples on the GPU too (readapt does it on CPUs only): the steps
+  # section's shapes again, to show why
+  mkdir -p "$OUT/parts_on_gpu"
+  for shape in bert-large decoder-1b minilm-random bert-base t5-base; do
+    cost "parts_on_gpu/${shape//-/_}" --shape "$shape" --side-parts always
+  done
+  for shape in bert-large minilm-random; do
+    cost "parts_on_gpu/${shape//-/_}_pairs" --shape "$shape" --pairs --side-parts always
+  done
+fi
+if want bf16; then
+  # the frozen backbone in bfloat16 (readapt train --backbone-dtype bfloat16) for the rows that do not
+  # train it; full fine-tuning, LoRA and adapters stay float32, as readapt trains them
+  cost bert_large_bf16 --shape bert-large --backbone-dtype bfloat16
+  cost decoder_1b_bf16 --shape decoder-1b --backbone-dtype bfloat16
+fi

@@ -34,6 +34,7 @@ def measure_one(method: str, steps: int, warmup: int, batch_size: int, source_le
                 device: str) -> dict:
     import torch
 
+    from readapt import microbatch
     from readapt.measure import Meter, device_name
     from readapt.methods import count_parameters, get_method
 
@@ -49,9 +50,8 @@ def measure_one(method: str, steps: int, warmup: int, batch_size: int, source_le
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     model.train()
 
-    def step(i):
-        loss = model(**batches[i % len(batches)]).loss
-        loss.backward()
+    def step(i):  # as readapt train steps: READ in parts of whole examples (readapt.microbatch)
+        microbatch.backward(model, batches[i % len(batches)])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -60,8 +60,8 @@ def _weights(run: Path) -> dict:
 
 
 class Calls:
-    """Counts the frozen pass (ReadModel.backbone_states, what the cache builds from) and backbone
-    runs inside the training loop (training steps and per-epoch validation)."""
+    """Counts the frozen pass outside the training loop (ReadModel.backbone_states, what the cache
+    builds from) and backbone runs inside it (training steps and per-epoch validation)."""
 
     def __init__(self, monkeypatch):
         self.frozen = self.in_loop = 0
@@ -69,7 +69,7 @@ class Calls:
         frozen, run, loop = ReadModel.backbone_states, EncoderBackbone.run, readapt.train._loop
 
         def counted_frozen(model, **batch):
-            self.frozen += 1
+            self.frozen += not self._looping
             return frozen(model, **batch)
 
         def counted_run(runner, *args, **kwargs):

@@ -39,8 +39,11 @@ from readapt.heads import ClassificationHead, lm_loss, pooled_size, positions_re
 from readapt.inputs import InputFileError, check_user_file, human_bytes
 from readapt.side import SideNetwork, TokenStates
 
-# Token sequences the side network trains on at a time (SideNetwork.chunk_tokens): bounds its
-# activation memory at about one chunk's for any batch, at the cost of one extra side forward.
+# Token sequences the side network trains on at a time: training runs a batch in parts of whole
+# examples of about this many tokens (microbatch.py), and the side network checkpoints chunks of
+# this size within an example above it (SideNetwork.chunk_tokens). Either bounds its activation
+# memory at about one chunk's for any batch; the parts cost nothing extra, a checkpoint one more
+# side forward.
 SIDE_CHUNK_TOKENS = 1024
 
 # What the side network(s) and head may hold, in fp32 bytes, checked before any is allocated.
@@ -75,6 +78,7 @@ class ReadModel(nn.Module):
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
                     chunk_tokens=SIDE_CHUNK_TOKENS, joiner=config.joiner, bidirectional=config.bidirectional)
+        self.side_chunk_tokens: Optional[int] = SIDE_CHUNK_TOKENS  # training's parts (microbatch.py)
         self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
             self.encoder_side = SideNetwork(d, **side)
@@ -92,11 +96,14 @@ class ReadModel(nn.Module):
         return layers
 
     def set_side_chunk_tokens(self, tokens: Optional[int]) -> "ReadModel":
-        """Train the side network(s) over at most ``tokens`` token sequences at a time, recomputing
-        each chunk in the backward pass; None trains on all of a batch's tokens at once (fewer,
-        larger kernels; more memory). The results are the same either way."""
+        """Train the side network(s) over at most ``tokens`` token sequences at a time: readapt's
+        training step runs the batch in parts of whole examples (microbatch.py), and a side network
+        called on more tokens (an example above the size, or a caller's own ``model(**batch)``)
+        recomputes each chunk in the backward pass. None trains on all of a batch's tokens at once
+        (fewer, larger kernels; more memory). The results are the same either way."""
         if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
             raise ValueError(f"side chunk size {tokens!r}: give a positive number of tokens, or None")
+        self.side_chunk_tokens = tokens
         for module in self.modules():
             if isinstance(module, SideNetwork):
                 module.chunk_tokens = tokens
@@ -133,10 +140,10 @@ class ReadModel(nn.Module):
         if states is None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
-            states = self.runner.run(input_ids=input_ids, attention_mask=attention_mask,
-                                     token_type_ids=token_type_ids, labels=labels,
-                                     decoder_input_ids=decoder_input_ids,
-                                     decoder_attention_mask=decoder_attention_mask)
+            states = self.states_read(self.runner.run(input_ids=input_ids, attention_mask=attention_mask,
+                                                      token_type_ids=token_type_ids, labels=labels,
+                                                      decoder_input_ids=decoder_input_ids,
+                                                      decoder_attention_mask=decoder_attention_mask))
         if self.config.task_type == "SEQ_CLS":
             return self._classify(states, labels, segment_ids)
         if self.config.task_type == "CAUSAL_LM":
@@ -154,6 +161,32 @@ class ReadModel(nn.Module):
         final = states.hidden_states[-1]
         where = (tokens.rows, tokens.cols)                                               # the M positions read
         return final.to(correction.dtype).index_put(where, final[where].to(correction.dtype) + correction)
+
+    def states_read(self, states: BackboneStates) -> BackboneStates:
+        """``states`` with None for every layer nothing here reads, so those are freed before the side
+        network runs: the layers read, the final state and, for T5, the decoder's embeddings (the
+        shape of the Joiner's layer-0 term) and the cross-attention of the decoder layers read."""
+        def keep(tensors: Optional[tuple], wanted: set[int]) -> Optional[tuple]:
+            return None if tensors is None else tuple(t if i in wanted else None for i, t in enumerate(tensors))
+
+        final = len(states.hidden_states) - 1
+        if self.runner.family != "seq2seq":
+            return dataclasses.replace(states, hidden_states=keep(states.hidden_states, {*self.layers, final}))
+        return dataclasses.replace(
+            states, hidden_states=keep(states.hidden_states, {0, *self.layers, final}),
+            encoder_hidden_states=keep(states.encoder_hidden_states, set(self.encoder_layers)),
+            cross_attentions=keep(states.cross_attentions, {i - 1 for i in self.layers if i > 0}))
+
+    def side_tokens(self, states: BackboneStates, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(rows,) how many token sequences the side network(s) run on in each row of the batch."""
+        if self.config.task_type == "SEQ_CLS":
+            read = positions_read(states.attention_mask, self.head.pooling)
+        else:
+            read = self._lm_positions(states.attention_mask, labels, shift=self.config.task_type == "CAUSAL_LM")
+        count = read.sum(1)
+        if states.encoder_attention_mask is not None:  # T5: the encoder's side network, on every real token
+            count = count + states.encoder_attention_mask.bool().sum(1)
+        return count
 
     def _classify(self, states: BackboneStates, labels, segment_ids=None):
         mask = states.attention_mask

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from readapt import checkpoint as ckpt
-from readapt import rundir
+from readapt import microbatch, rundir
 from readapt.backbones.loading import BACKBONE_DTYPES, execution_device, load_pretrained
 from readapt.backbones.quantize import check_quantize
 from readapt.config import (AGGREGATIONS, CONFIG_NAME, JOINERS, MAX_LAYERS, MAX_RNN_DIM, MIXINGS, POOLINGS,
@@ -95,9 +95,11 @@ class TrainArgs:
                 "fewer recurrent steps, a cheaper step and a smaller state cache (default, chosen on validation: "
                 "2 for separately encoded pairs, 1 (every layer) otherwise)"})
     side_chunk_tokens: int = field(default=SIDE_CHUNK_TOKENS, metadata={
-        "help": "READ: train the side network over at most this many tokens at a time, recomputing each chunk "
-                "in the backward pass (its memory stays one chunk's whatever the batch); 0: the whole batch at "
-                "once, faster on a GPU for 2-3x the memory (README, GPU cost). The results are the same"})
+        "help": "READ: train the side network over at most this many tokens at a time, so its memory stays "
+                "one chunk's whatever the batch: on a CPU the batch runs in parts of whole examples (nothing "
+                "recomputed), on a GPU the side network recomputes each chunk in the backward pass; 0: the "
+                "whole batch at once, faster on a GPU for 2-6x the memory (README, GPU cost). The results "
+                "are the same"})
     bidirectional: bool = field(default=False, metadata={
         "help": "READ: run the side RNN over depth in both directions (rnn-dim/2 wide each: about the same "
                 "parameters and cost), so each layer's output also sees the layers above it"})
@@ -788,13 +790,12 @@ def _step(model, batch, optimizer, scheduler, max_grad_norm: float, step: int, s
     """One optimizer step. With ``sync`` (data parallel) ``batch`` is this rank's shard (None if
     empty) and loss and gradients become the global batch's before any check or update."""
     try:
-        loss = model(**batch).loss if batch is not None else None
-        shown = loss.detach() if sync is None else sync.mean_loss(loss)
+        # READ runs the batch in parts of whole examples (bounded memory, nothing recomputed): microbatch.py
+        loss = microbatch.backward(model, batch) if batch is not None else None
+        shown = loss if sync is None else sync.mean_loss(loss)
         if not torch.isfinite(shown):
             raise TrainingError(f"loss became {shown.item()} at step {step + 1}; stopped: lower --lr (or check "
                                 f"the labels), then rerun with --overwrite")
-        if loss is not None:
-            loss.backward()
         if sync is not None:
             sync.gradients()
         norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
