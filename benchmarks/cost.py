@@ -60,6 +60,7 @@ ENCODER_ROWS = {
     "READ (paper Joiner), mean pooling, states given": Row("read", PAPER, "mean", True),
     "READ (projecting Joiner), mean pooling": Row("read", PROJECTION),
     "READ (projecting Joiner), mean pooling, states given": Row("read", PROJECTION, "mean", True),
+    "READ (paper Joiner) + top layer trained (hybrid, not READ), mean pooling": Row("read_top", PAPER),
     "LoRA r=8": Row("lora", {}),
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),
@@ -67,7 +68,7 @@ ENCODER_ROWS = {
 }
 # language models: READ corrects every position (the LM loss reads them all), so there is no pooling to name
 LM_ROWS = {name.replace(", mean pooling", ", LM loss"): row for name, row in ENCODER_ROWS.items()
-           if "CLS" not in name and row.method != "lst"}
+           if "CLS" not in name and row.method not in ("lst", "read_top")}
 # --pairs: sentence pairs of --length tokens in all, each method in its own default encoding
 PAIR_ROWS = {
     "frozen forward (no grad, all states)": Row(None, {}),
@@ -78,6 +79,8 @@ PAIR_ROWS = {
     "READ (projecting Joiner, GRU, every 2nd layer), separate pairs": Row("read", PAIR_DEFAULT, "pair", separate=True),
     "READ (projecting Joiner, GRU, every 2nd layer), separate pairs, states given":
         Row("read", PAIR_DEFAULT, "pair", True, True),
+    "READ (projecting Joiner, GRU, every 2nd layer) + top layer trained (hybrid, not READ), separate pairs":
+        Row("read_top", PAIR_DEFAULT, "pair", separate=True),
     "LoRA r=8": Row("lora", {}),
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),

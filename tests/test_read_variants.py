@@ -209,3 +209,19 @@ def test_a_run_loads_the_side_network_it_trained_after_the_defaults_change(
                         lambda args, separate: {k: getattr(args, k) or v for k, v in paper.items()})
     assert main(predict) == 0
     assert json.loads(capsys.readouterr().out) == before
+
+
+def test_the_hybrid_trains_saves_its_top_layer_and_reloads(tiny_model_dir, pair_files, tmp_path, capsys):
+    """read_top end to end on pairs (READ's pair defaults): the run saves the top layer it trained
+    beside the side network, and `readapt eval` reloads both to the same validation score."""
+    from readapt.checkpoint import TRAINABLE_NAME
+
+    run = tmp_path / "hybrid"
+    result = train(TrainArgs(output=str(run), method="read_top", **_common(tiny_model_dir, pair_files)), argv=["t"])
+    saved = load_file(run / TRAINABLE_NAME)
+    assert any(".encoder.layer.1." in name for name in saved)            # the top layer of 2
+    assert not any(".encoder.layer.0." in name or "embeddings" in name for name in saved)
+    assert any(name.startswith("read.side.") for name in saved)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--split", "validation", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == round(result["validation"]["accuracy"], 6)

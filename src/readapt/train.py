@@ -79,7 +79,9 @@ class TrainArgs:
                 "model's own LM loss on --text-column, or on the response of --prompt-column/--response-column "
                 "pairs) or seq2seq_lm (T5/BART: the prompt column in, the response column as the target); LM "
                 "tasks train on your own files and report loss and perplexity"})
-    method: str = field(default="read", metadata={"help": "read, full, probe, bitfit, lora, prompt, adapter or lst"})
+    method: str = field(default="read", metadata={
+        "help": "read, full, probe, bitfit, lora, prompt, adapter, lst, or read_top (a hybrid, not READ: READ plus "
+                "the backbone's top --top-layers layers fine-tuned)"})
     epochs: int = field(default=3, metadata={"help": "passes over the training set"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
     lr: Optional[float] = field(default=None, metadata={"help": "peak learning rate (default: the method's own)"})
@@ -120,6 +122,8 @@ class TrainArgs:
         "help": "READ: how each layer's state enters the RNN: norm (the paper's Joiner, d-wide) or projection "
                 "(one shared Linear to width --rnn-dim first: cheaper per token and layer) (default, chosen on "
                 "validation: projection for separately encoded pairs, norm otherwise)"})
+    top_layers: int = field(default=1, metadata={
+        "help": "read_top: how many of the backbone's top layers train (at full fine-tuning's learning rate)"})
     lora_r: int = field(default=8, metadata={"help": "LoRA: rank"})
     num_virtual_tokens: int = field(default=20, metadata={"help": "prompt tuning: prompt length"})
     warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
@@ -188,7 +192,12 @@ class TrainArgs:
         return {"rnn_type": self.rnn_type, "rnn_dim": self.rnn_dim, "layers": self.layers,
                 "layer_stride": self.layer_stride, "aggregation": self.aggregation, "mixing": self.mixing,
                 "bidirectional": self.bidirectional, "joiner": self.joiner,
-                "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens}
+                "lora_r": self.lora_r, "num_virtual_tokens": self.num_virtual_tokens, "top_layers": self.top_layers}
+
+
+def reads_side(args: TrainArgs) -> bool:
+    """Whether the run's method trains READ's side network (read, read_top): READ's options apply."""
+    return get_method(args.method).side_network
 
 
 def check_args(args: TrainArgs) -> None:
@@ -211,6 +220,11 @@ def check_args(args: TrainArgs) -> None:
     if args.max_train_examples is not None and args.max_train_examples < 1:
         raise ValueError(f"--max-train-examples {args.max_train_examples}: use a positive number")
     get_method(args.method)  # unknown method -> ValueError listing the known ones
+    if args.top_layers != 1 and args.method != "read_top":
+        raise ValueError(f"--top-layers is a read_top option; drop it for --method {args.method}")
+    if not 1 <= args.top_layers <= MAX_LAYERS:
+        raise ValueError(f"--top-layers {args.top_layers} is out of range: use 1..{MAX_LAYERS} (fewer than the "
+                         f"backbone's layers)")
     reporter_names(args.report_to)
     for flag, value, valid in (("--rnn-type", args.rnn_type or "lstm", RNN_TYPES),
                                ("--aggregation", args.aggregation, AGGREGATIONS)):
@@ -231,7 +245,7 @@ def check_args(args: TrainArgs) -> None:
                          f"or float32, or a method that keeps the backbone frozen (read, probe, lst)")
     if args.mixing not in MIXINGS:
         raise ValueError(f"--mixing {args.mixing}: choose one of {', '.join(MIXINGS)}")
-    if args.mixing != "none" and args.method != "read":
+    if args.mixing != "none" and not reads_side(args):
         raise ValueError(f"--mixing {args.mixing} is a READ option; drop it for --method {args.method}")
     check_quantize(args.quantize, "cpu")  # the value; where it can run is checked when the model loads
     if args.device_map is not None:
@@ -247,7 +261,7 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--quantize {args.quantize} stores frozen int8 weights; --method {args.method} trains "
                          f"the backbone's weights: drop --quantize, or use --method read")
     if args.layer_stride is not None:
-        if args.method != "read":
+        if not reads_side(args):
             raise ValueError(f"--layer-stride is a READ option; drop it for --method {args.method}")
         if args.layers is not None:
             raise ValueError("--layers and --layer-stride both choose the layers READ reads: give one of them")
@@ -256,16 +270,16 @@ def check_args(args: TrainArgs) -> None:
     if not 0 <= args.side_chunk_tokens <= 10**9:
         raise ValueError(f"--side-chunk-tokens {args.side_chunk_tokens} is out of range: use 0 (the whole batch) "
                          f"or a number of tokens up to 10**9")
-    if args.side_chunk_tokens != SIDE_CHUNK_TOKENS and args.method != "read":
+    if args.side_chunk_tokens != SIDE_CHUNK_TOKENS and not reads_side(args):
         raise ValueError(f"--side-chunk-tokens is a READ option; drop it for --method {args.method}")
-    if args.bidirectional and args.method != "read":
+    if args.bidirectional and not reads_side(args):
         raise ValueError(f"--bidirectional is a READ option; drop it for --method {args.method}")
     if args.bidirectional and (args.rnn_dim % 2 or args.aggregation != "mean"):
         raise ValueError(f"--bidirectional runs --rnn-dim/2 per direction and averages over depth: use an even "
                          f"--rnn-dim (got {args.rnn_dim}) and --aggregation mean (got {args.aggregation})")
     if args.joiner is not None and args.joiner not in JOINERS:
         raise ValueError(f"--joiner {args.joiner}: choose one of {', '.join(JOINERS)}")
-    if args.joiner not in (None, "norm") and args.method != "read":
+    if args.joiner not in (None, "norm") and not reads_side(args):
         raise ValueError(f"--joiner {args.joiner} is a READ option; drop it for --method {args.method}")
     if args.cache not in CACHE_MODES:
         raise ValueError(f"--cache {args.cache}: choose one of {', '.join(CACHE_MODES)}")
@@ -425,7 +439,7 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), **side_network(args, separate)}
     model = get_method(args.method).build(backbone, head, options)
-    if args.method == "read":
+    if get_method(args.method).side_network:
         model.set_side_chunk_tokens(args.side_chunk_tokens or None)
     if not args.device_map:
         return model.to(device), tokenizer, text_to_text
@@ -559,10 +573,12 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
                      "text_to_text": text_to_text}, found)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    if hasattr(model, "optimizer_groups"):  # read_top: the backbone's trained layers at their own rate
+        groups = model.optimizer_groups(lr, args.weight_decay)
+    else:
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     steps_per_epoch = math.ceil(len(enc["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     scheduler = linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)

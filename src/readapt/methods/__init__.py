@@ -46,11 +46,14 @@ class Method:
     pair_encoding: str = "joint"
     # Whether the method has a language-model form (head None: the LM's own head and token loss).
     lm_tasks: bool = True
+    # Whether it trains READ's side network, so READ's options (--rnn-type, --joiner, ...) apply.
+    side_network: bool = False
 
 
 # name -> module that defines METHOD; imported lazily so `readapt --help` stays fast.
 _REGISTRY = {
     "read": "readapt.methods.read",
+    "read_top": "readapt.methods.read_top",
     "full": "readapt.methods.full",
     "probe": "readapt.methods.probe",
     "bitfit": "readapt.methods.bitfit",

@@ -23,4 +23,4 @@ def build(backbone, head: HeadSpec | None, options: dict):
 
 
 METHOD = Method(name="read", help="READ: recurrent side network over the frozen backbone's layers",
-                default_lr=3e-3, build=build, backbone_backprop=False, pair_encoding="separate")
+                default_lr=3e-3, build=build, backbone_backprop=False, pair_encoding="separate", side_network=True)
