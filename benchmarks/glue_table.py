@@ -14,6 +14,9 @@ Rows (each cell mean ± std over the seeds that ran; the table's seeds column sa
                                             is --layer-stride 2 on MiniLM); plain READ on single sentences
   read (separate, projection, LSTM)         the previous default: "separate-projection" on the pair
                                             tasks (an LSTM), plain READ on single sentences
+  read_top (hybrid, not READ)               READ's default plus the backbone's top layer fine-tuned
+                                            (benchmarks/results/glue_hybrid: bash benchmarks/glue_hybrid.sh),
+                                            live runs, 3 seeds
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
 The READ runs cached the backbone's states (--cache-states) and ran beside other benchmarks: their
 time, memory and tensor peak are not a live run's, so READ's cost columns are left empty here;
@@ -61,6 +64,8 @@ def main() -> None:
             records.append({**r, "method": "read"})
         if variant == ("separate-projection" if r["task"] in PAIR_TASKS else "plain"):
             records.append({**r, "method": "read (separate, projection, LSTM)"})
+    if (ROOT / "glue_hybrid").is_dir():  # bash benchmarks/glue_hybrid.sh
+        records += [{**r, "method": "read_top (hybrid, not READ)"} for r in load(ROOT / "glue_hybrid")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"

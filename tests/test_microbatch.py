@@ -7,6 +7,7 @@ import torch
 from tiny_models import tiny_bert, tiny_gpt2, tiny_t5
 from readapt import ReadConfig, get_read_model, microbatch
 from readapt.measure import TensorMemoryTracker
+from readapt.model import SIDE_PART_TOKENS
 
 
 def _pairs_batch():
@@ -92,7 +93,8 @@ def test_parts_hold_whole_examples_within_the_budget_and_the_frozen_pass_runs_on
 def test_a_batch_within_the_budget_and_other_methods_are_one_part():
     model = _model(tiny_bert, dict(num_labels=2))
     batch = CASES["single"][2]()
-    (part, weight), = microbatch.parts(model, batch)    # 16 tokens, the default budget is 1,024
+    assert model.side_chunk_tokens == SIDE_PART_TOKENS == 256
+    (part, weight), = microbatch.parts(model, batch)    # 16 tokens, within the default budget
     assert weight == 1.0 and part["states"].attention_mask.shape == (4, 6)
     model.set_side_chunk_tokens(None)
     assert list(microbatch.parts(model, batch)) == [(batch, 1.0)]

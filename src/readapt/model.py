@@ -39,11 +39,13 @@ from readapt.heads import ClassificationHead, lm_loss, pooled_size, positions_re
 from readapt.inputs import InputFileError, check_user_file, human_bytes
 from readapt.side import SideNetwork, TokenStates
 
-# Token sequences the side network trains on at a time: training runs a batch in parts of whole
-# examples of about this many tokens (microbatch.py), and the side network checkpoints chunks of
-# this size within an example above it (SideNetwork.chunk_tokens). Either bounds its activation
-# memory at about one chunk's for any batch; the parts cost nothing extra, a checkpoint one more
-# side forward.
+# Token sequences the side network trains on at a time, which bounds its activation memory at
+# about one chunk's for any batch. On a CPU a training step runs the batch in parts of whole
+# examples of about SIDE_PART_TOKENS side tokens (microbatch.py: nothing recomputed; on MiniLM
+# 256 was as fast as 1,024 or faster, at a third of the memory: README, "One training step"); on a
+# GPU the side network checkpoints chunks of SIDE_CHUNK_TOKENS (SideNetwork.chunk_tokens: one more
+# side forward, cheaper there than parts' extra kernel launches).
+SIDE_PART_TOKENS = 256
 SIDE_CHUNK_TOKENS = 1024
 
 # What the side network(s) and head may hold, in fp32 bytes, checked before any is allocated.
@@ -78,7 +80,7 @@ class ReadModel(nn.Module):
                     norm=self.runner.norm, eps=self.runner.eps,
                     input_scale=config.input_scale, output_scale=config.output_scale,
                     chunk_tokens=SIDE_CHUNK_TOKENS, joiner=config.joiner, bidirectional=config.bidirectional)
-        self.side_chunk_tokens: Optional[int] = SIDE_CHUNK_TOKENS  # training's parts (microbatch.py)
+        self.side_chunk_tokens: Optional[int] = SIDE_PART_TOKENS  # training's parts (microbatch.py)
         self.side = SideNetwork(d, cross=kind == "seq2seq", mixing=config.mixing, **side)
         if kind == "seq2seq":
             self.encoder_side = SideNetwork(d, **side)
@@ -96,11 +98,12 @@ class ReadModel(nn.Module):
         return layers
 
     def set_side_chunk_tokens(self, tokens: Optional[int]) -> "ReadModel":
-        """Train the side network(s) over at most ``tokens`` token sequences at a time: readapt's
-        training step runs the batch in parts of whole examples (microbatch.py), and a side network
-        called on more tokens (an example above the size, or a caller's own ``model(**batch)``)
-        recomputes each chunk in the backward pass. None trains on all of a batch's tokens at once
-        (fewer, larger kernels; more memory). The results are the same either way."""
+        """Train the side network(s) over at most ``tokens`` token sequences at a time, both in the
+        parts of whole examples readapt's training step runs on a CPU (microbatch.py; default
+        SIDE_PART_TOKENS) and in the chunks a side network called on more tokens recomputes in the
+        backward pass (on a GPU, or a caller's own ``model(**batch)``; default SIDE_CHUNK_TOKENS).
+        None trains on all of a batch's tokens at once (fewer, larger kernels; more memory). The
+        results are the same either way."""
         if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
             raise ValueError(f"side chunk size {tokens!r}: give a positive number of tokens, or None")
         self.side_chunk_tokens = tokens

@@ -48,7 +48,7 @@ from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.pr
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
 from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
-from readapt.model import SIDE_CHUNK_TOKENS
+from readapt.model import SIDE_CHUNK_TOKENS, SIDE_PART_TOKENS
 from readapt.reporting import Reporter, check_installed, reporter_names
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
 
@@ -96,12 +96,12 @@ class TrainArgs:
         "help": "READ: read every k-th backbone layer, counted down from the last (2 on 6 layers: 2, 4, 6); "
                 "fewer recurrent steps, a cheaper step and a smaller state cache (default, chosen on validation: "
                 "2 for separately encoded pairs, 1 (every layer) otherwise)"})
-    side_chunk_tokens: int = field(default=SIDE_CHUNK_TOKENS, metadata={
-        "help": "READ: train the side network over at most this many tokens at a time, so its memory stays "
-                "one chunk's whatever the batch: on a CPU the batch runs in parts of whole examples (nothing "
-                "recomputed), on a GPU the side network recomputes each chunk in the backward pass; 0: the "
-                "whole batch at once, faster on a GPU for 2-6x the memory (README, GPU cost). The results "
-                "are the same"})
+    side_chunk_tokens: Optional[int] = field(default=None, metadata={
+        "help": f"READ: train the side network over at most this many tokens at a time, so its memory stays "
+                f"one chunk's whatever the batch: on a CPU the batch runs in parts of whole examples (nothing "
+                f"recomputed; default {SIDE_PART_TOKENS}), on a GPU the side network recomputes each chunk in "
+                f"the backward pass (default {SIDE_CHUNK_TOKENS:,d}); 0: the whole batch at once, faster on a "
+                f"GPU for 2-6x the memory (README, GPU cost). The results are the same"})
     bidirectional: bool = field(default=False, metadata={
         "help": "READ: run the side RNN over depth in both directions (rnn-dim/2 wide each: about the same "
                 "parameters and cost), so each layer's output also sees the layers above it"})
@@ -267,10 +267,10 @@ def check_args(args: TrainArgs) -> None:
             raise ValueError("--layers and --layer-stride both choose the layers READ reads: give one of them")
         if not 1 <= args.layer_stride <= MAX_LAYERS:
             raise ValueError(f"--layer-stride {args.layer_stride} is out of range: use 1..{MAX_LAYERS}")
-    if not 0 <= args.side_chunk_tokens <= 10**9:
+    if args.side_chunk_tokens is not None and not 0 <= args.side_chunk_tokens <= 10**9:
         raise ValueError(f"--side-chunk-tokens {args.side_chunk_tokens} is out of range: use 0 (the whole batch) "
                          f"or a number of tokens up to 10**9")
-    if args.side_chunk_tokens != SIDE_CHUNK_TOKENS and not reads_side(args):
+    if args.side_chunk_tokens is not None and not reads_side(args):
         raise ValueError(f"--side-chunk-tokens is a READ option; drop it for --method {args.method}")
     if args.bidirectional and not reads_side(args):
         raise ValueError(f"--bidirectional is a READ option; drop it for --method {args.method}")
@@ -439,7 +439,7 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), **side_network(args, separate)}
     model = get_method(args.method).build(backbone, head, options)
-    if get_method(args.method).side_network:
+    if get_method(args.method).side_network and args.side_chunk_tokens is not None:
         model.set_side_chunk_tokens(args.side_chunk_tokens or None)
     if not args.device_map:
         return model.to(device), tokenizer, text_to_text
@@ -906,7 +906,7 @@ def with_saved_side_network(args: TrainArgs, run_dir: Path) -> TrainArgs:
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
 # Options added after runs were first saved: an older run_config.json lacks them and means the default.
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm", "layer_stride": 1,
-              "side_chunk_tokens": SIDE_CHUNK_TOKENS, "bidirectional": False,
+              "side_chunk_tokens": None, "bidirectional": False, "top_layers": 1,
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
               "cache_keep_gb": 20.0, "cache_dtype": "float32", "report_to": None, "task_type": "classification",
               "prompt_column": None, "response_column": None, "quantize": "none", "device_map": None,
