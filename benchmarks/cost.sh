@@ -11,11 +11,11 @@ export HF_HUB_OFFLINE=1 TQDM_DISABLE=1
 .venv/bin/python benchmarks/cost.py --shape minilm --rss --out "$OUT/minilm.md"
 .venv/bin/python benchmarks/cost.py --shape minilm --pairs --out "$OUT/minilm_pairs.md"
 # The size of READ's parts on the CPU (readapt.microbatch; the default, 256 side tokens, against 1,024
-# and 128): the paper's network on single sentences and the pair default, beside their own frozen forward
+# and 128): the READ rows over mean pooling and separate pairs, beside their own frozen forward
 mkdir -p "$OUT/part_tokens"
 for tokens in 1024 256 128; do
-  .venv/bin/python benchmarks/cost.py --shape minilm --rows "paper Joiner), mean" --side-chunk-tokens "$tokens" \
+  .venv/bin/python benchmarks/cost.py --shape minilm --rows "mean pooling" --side-chunk-tokens "$tokens" \
     --out "$OUT/part_tokens/single_$tokens.md"
-  .venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows "every 2nd layer), separate pairs" \
+  .venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows "separate pairs" \
     --side-chunk-tokens "$tokens" --out "$OUT/part_tokens/pairs_$tokens.md"
 done
