@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the frozen backbone in the rows that do not train it (the frozen forward, "
                         "READ, LST), as readapt train --backbone-dtype; the others stay float32")
-    parser.add_argument("--rows", help="comma-separated substrings: only rows whose name holds one")
+    parser.add_argument("--rows", help="substrings separated by | (row names hold commas): only rows whose name holds one")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,7 +261,7 @@ def main() -> None:
                          ", ".join(s for s, f in SHAPE_FAMILIES.items() if f == "encoder") + ")")
     rows = (PAIR_ROWS if args.pairs else ENCODER_ROWS) if family == "encoder" else LM_ROWS
     if args.rows:
-        wanted = args.rows.split(",")
+        wanted = args.rows.split("|")
         rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
     if args.child:
         return child(args, rows, device)
