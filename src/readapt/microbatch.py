@@ -29,9 +29,6 @@ from readapt.backbones import BackboneStates
 
 SPLITS = ("auto", "always")
 
-# What a batch dict carries besides token ids: kept beside the states in each part.
-_PER_EXAMPLE = ("labels",)
-_PER_ROW = ("segment_ids",)
 
 
 def backward(model: torch.nn.Module, batch: dict, split: str = "auto") -> torch.Tensor:
@@ -63,9 +60,10 @@ def parts(model: torch.nn.Module, batch: dict, split: str = "auto") -> Iterator[
         return
     states = batch.get("states")
     if states is None:  # the frozen pass runs once, for the whole batch
-        states = model.backbone_states(**{k: v for k, v in batch.items() if k not in _PER_ROW})
+        states = model.backbone_states(**{k: v for k, v in batch.items() if k != "segment_ids"})
     states = model.states_read(states)  # the layers nothing reads are freed, never copied into parts
-    rest = {k: batch[k] for k in _PER_EXAMPLE + _PER_ROW if k in batch}
+    # beside the states a part carries its labels (one per example) and segment ids (one per row)
+    rest = {k: batch[k] for k in ("labels", "segment_ids") if k in batch}
     labels = batch["labels"]
     examples = labels.shape[0]
     per_example = states.attention_mask.shape[0] // examples  # 2: pairs encoded separately (rows i, B + i)
@@ -83,8 +81,9 @@ def parts(model: torch.nn.Module, batch: dict, split: str = "auto") -> Iterator[
         if share == 0:
             continue  # an LM part without target tokens adds nothing (and its mean would be NaN)
         rows = _rows(start, stop, examples, per_example, labels.device)
-        part = {"states": _select(states, rows), **{k: v[start:stop] for k, v in rest.items() if k in _PER_EXAMPLE},
-                **{k: v[rows] for k, v in rest.items() if k in _PER_ROW}}
+        part = {"states": _select(states, rows), "labels": labels[start:stop]}
+        if "segment_ids" in rest:
+            part["segment_ids"] = rest["segment_ids"][rows]
         yield part, float(share / total)
 
 

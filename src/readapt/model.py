@@ -41,8 +41,9 @@ from readapt.side import SideNetwork, TokenStates
 
 # Token sequences the side network trains on at a time, which bounds its activation memory at
 # about one chunk's for any batch. On a CPU a training step runs the batch in parts of whole
-# examples of about SIDE_PART_TOKENS side tokens (microbatch.py: nothing recomputed; on MiniLM
-# 256 was as fast as 1,024 or faster, at a third of the memory: README, "One training step"); on a
+# examples of about SIDE_PART_TOKENS side tokens (microbatch.py: nothing recomputed; on MiniLM 256
+# took about 1,024's time, and the paper network's tensor peak fell from 1.85x to 1.00x a frozen
+# forward's: README, "One training step"); on a
 # GPU the side network checkpoints chunks of SIDE_CHUNK_TOKENS (SideNetwork.chunk_tokens: one more
 # side forward, cheaper there than parts' extra kernel launches).
 SIDE_PART_TOKENS = 256

@@ -47,7 +47,8 @@ from readapt.evaluate import encode_split, evaluate, model_inputs, without_state
 from readapt.evaluate import predict  # noqa: F401 (public API: readapt.train.predict)
 from readapt.inputs import RUN_CONFIG_MAX_BYTES, InputFileError, read_user_bytes
 from readapt.measure import Meter, measure_inference
-from readapt.methods import HeadSpec, available_methods, count_parameters, get_method, trainable_state_dict
+from readapt.methods import (HeadSpec, available_methods, count_parameters, decay_groups, get_method,
+                             trainable_state_dict)
 from readapt.model import SIDE_CHUNK_TOKENS, SIDE_PART_TOKENS
 from readapt.reporting import Reporter, check_installed, reporter_names
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
@@ -439,7 +440,7 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), **side_network(args, separate)}
     model = get_method(args.method).build(backbone, head, options)
-    if get_method(args.method).side_network and args.side_chunk_tokens is not None:
+    if reads_side(args) and args.side_chunk_tokens is not None:
         model.set_side_chunk_tokens(args.side_chunk_tokens or None)
     if not args.device_map:
         return model.to(device), tokenizer, text_to_text
@@ -572,12 +573,10 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
     run.begin(args, {"args": dataclasses.asdict(args), "task": spec.to_dict(), "lr": lr,
                      "text_to_text": text_to_text}, found)
 
-    params = [p for p in model.parameters() if p.requires_grad]
     if hasattr(model, "optimizer_groups"):  # read_top: the backbone's trained layers at their own rate
         groups = model.optimizer_groups(lr, args.weight_decay)
     else:
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        groups = decay_groups([p for p in model.parameters() if p.requires_grad], args.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr)
     steps_per_epoch = math.ceil(len(enc["train"]) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs

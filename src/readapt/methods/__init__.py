@@ -79,6 +79,13 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def decay_groups(params: list[nn.Parameter], weight_decay: float, **group) -> list[dict]:
+    """AdamW parameter groups: weight decay on matrices, none on biases and norms (``group``: more
+    settings for both, e.g. ``lr``)."""
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, **group},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, **group}]
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; shared (tied) tensors count once."""
     seen: set[int] = set()

@@ -26,7 +26,7 @@ import dataclasses
 from torch import nn
 
 from readapt.config import ConfigError
-from readapt.methods import HeadSpec, Method
+from readapt.methods import HeadSpec, Method, decay_groups, get_method
 from readapt.methods.read import build as build_read
 
 TOP_LAYERS = 1
@@ -58,15 +58,10 @@ class ReadTopModel(nn.Module):
         """AdamW groups: the side network and head at ``lr`` (READ's), the backbone's trained layers
         at full fine-tuning's default rate (READ's would wreck pretrained weights); no weight decay
         on biases and norms."""
-        from readapt.methods import get_method
-
         top = {id(p) for p in self.top.parameters()}
-        groups = []
-        for params, rate in (([p for p in self.parameters() if p.requires_grad and id(p) not in top], lr),
-                             (list(self.top.parameters()), get_method("full").default_lr)):
-            groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay, "lr": rate},
-                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": rate}]
-        return groups
+        side = [p for p in self.parameters() if p.requires_grad and id(p) not in top]
+        return (decay_groups(side, weight_decay, lr=lr)
+                + decay_groups(list(self.top.parameters()), weight_decay, lr=get_method("full").default_lr))
 
     def set_side_chunk_tokens(self, tokens):
         self.read.set_side_chunk_tokens(tokens)
