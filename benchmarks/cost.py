@@ -40,6 +40,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from readapt import microbatch
+from readapt.side import SIDE_DTYPES, side_dtype
 
 
 class Row(NamedTuple):
@@ -141,7 +142,8 @@ def batch(family: str, vocab: int, batch_size: int, length: int, device, pairs: 
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype: str = "float32"):
+def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype: str = "float32",
+          side: str = "auto"):
     """(model, optimizer or None for the frozen forward, family, vocabulary size) for one row."""
     from readapt.methods import HeadSpec, get_method
 
@@ -158,6 +160,8 @@ def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype
     model = get_method(method).build(model, head, options).to(device).train()
     if method == "read" and chunk != "default":
         model.set_side_chunk_tokens(None if chunk == "none" else int(chunk))
+    if method in ("read", "read_top"):  # as readapt train sets it (--side-dtype)
+        model.set_side_dtype(side_dtype(side, device))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=get_method(method).default_lr) if row.method else None
     return model, optimizer, family, vocab
@@ -207,7 +211,7 @@ def rss_child(args, name: str) -> float:
     """Peak RSS (MB) of 3 steps of one row, above its loaded model, in a fresh process."""
     command = [sys.executable, __file__, "--child", name, "--shape", args.shape, "--batch-size", str(args.batch_size),
                "--side-chunk-tokens", args.side_chunk_tokens, "--backbone-dtype", args.backbone_dtype,
-               "--side-parts", args.side_parts,
+               "--side-parts", args.side_parts, "--side-dtype", args.side_dtype,
                "--length", str(args.length), "--threads", str(args.threads), "--device", args.device,
                *(["--pairs"] if args.pairs else [])]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -217,7 +221,8 @@ def rss_child(args, name: str) -> float:
 def child(args, rows: dict, device) -> None:
     from readapt.measure import Meter
 
-    model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens, args.backbone_dtype)
+    model, optimizer, family, vocab = build(args.shape, rows[args.child], device, args.side_chunk_tokens, args.backbone_dtype,
+                                            args.side_dtype)
     row = rows[args.child]
     inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
     step = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
@@ -247,6 +252,9 @@ def main() -> None:
     parser.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="dtype of the frozen backbone in the rows that do not train it (the frozen forward, "
                         "READ, LST), as readapt train --backbone-dtype; the others stay float32")
+    parser.add_argument("--side-dtype", default="auto", choices=SIDE_DTYPES, help="what READ's side network "
+                        "computes in, as readapt train --side-dtype (auto: bfloat16 where the device multiplies it "
+                        "natively)")
     parser.add_argument("--rows", help="substrings separated by | (row names hold commas): only rows whose name holds one")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -268,7 +276,8 @@ def main() -> None:
 
     steps, peaks, times = {}, {}, {name: [] for name in rows}
     for name, row in rows.items():
-        model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens, args.backbone_dtype)
+        model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens, args.backbone_dtype,
+                                                args.side_dtype)
         inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
         steps[name] = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
         steps[name]()                                   # warm-up (creates optimizer state)
@@ -285,7 +294,9 @@ def main() -> None:
              f"interleaved steps"
              f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}"
              f"{'' if args.side_parts == 'auto' else f', READ batch in parts: {args.side_parts}'}"
-             f"{'' if args.backbone_dtype == 'float32' else f', frozen backbones in {args.backbone_dtype}'}", "",
+             f"{'' if args.backbone_dtype == 'float32' else f', frozen backbones in {args.backbone_dtype}'}"
+             f", READ's side network in {str(side_dtype(args.side_dtype, device) or torch.float32)[6:]}"
+             f"{' (auto)' if args.side_dtype == 'auto' else ''}", "",
              f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
              + (" peak RSS (MB) | / full FT |" if rss else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if rss else "")]

@@ -10,6 +10,11 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TQDM_DISABLE=1
 .venv/bin/python benchmarks/cost.py --shape minilm --rss --out "$OUT/minilm.md"
 .venv/bin/python benchmarks/cost.py --shape minilm --pairs --out "$OUT/minilm_pairs.md"
+# READ's side network in float32 beside the default (--side-dtype auto: bfloat16 on a CPU with AMX)
+mkdir -p "$OUT/side_float32"
+.venv/bin/python benchmarks/cost.py --shape minilm --rows READ --side-dtype float32 --out "$OUT/side_float32/minilm.md"
+.venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows READ --side-dtype float32 \
+  --out "$OUT/side_float32/minilm_pairs.md"
 # The size of READ's parts on the CPU (readapt.microbatch; the default, 256 side tokens, against 1,024
 # and 128): the READ rows over mean pooling and separate pairs, beside their own frozen forward
 mkdir -p "$OUT/part_tokens"

@@ -8,21 +8,26 @@
 #   bf16    the frozen backbone in bfloat16 for the rows that do not train it
 #   parts   the steps section's READ rows with the batch in parts of whole examples, as readapt
 #           trains on a CPU (readapt.microbatch; cost.py --side-parts always)
+#   side    READ's side network in float32 and in bfloat16 autocast (--side-dtype), from MiniLM's
+#           width to the 1.1B decoder
+# The other sections run READ's side network in float32 (--side-dtype float32, what auto picks on a
+# GPU); the side section compares it with bfloat16.
 # Needs torch, transformers and peft; readapt itself is read from src/.
-# Usage: [PYTHON=python3] bash benchmarks/cost_gpu.sh [output dir] [section ...]   (default: all five)
+# Usage: [PYTHON=python3] bash benchmarks/cost_gpu.sh [output dir] [section ...]   (default: all six)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/cost_gpu}
 SECTIONS=" ${*:2} "
-[[ $SECTIONS == "  " ]] && SECTIONS=" steps energy chunk bf16 parts "
+[[ $SECTIONS == "  " ]] && SECTIONS=" steps energy chunk bf16 parts side "
 want() { [[ $SECTIONS == *" $1 "* ]]; }
 PY=${PYTHON:-.venv/bin/python}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TQDM_DISABLE=1 PYTHONUNBUFFERED=1 PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-cost() {  # name, then cost.py options
+cost() {  # name, then cost.py options (a later --side-dtype wins)
   SECONDS=0
-  $PY benchmarks/cost.py --device cuda --steps 10 "${@:2}" --out "$OUT/$1.md" || echo "($1 failed: exit $?)"
+  $PY benchmarks/cost.py --device cuda --steps 10 --side-dtype float32 "${@:2}" --out "$OUT/$1.md" \
+    || echo "($1 failed: exit $?)"
   echo "($1: ${SECONDS} s)"
 }
 if want steps; then
@@ -65,4 +70,18 @@ if want bf16; then
   # train it; full fine-tuning, LoRA and adapters stay float32, as readapt trains them
   cost bert_large_bf16 --shape bert-large --backbone-dtype bfloat16
   cost decoder_1b_bf16 --shape decoder-1b --backbone-dtype bfloat16
+fi
+if want side; then
+  # READ's side network in float32 against bfloat16 autocast (readapt train --side-dtype; auto keeps
+  # float32 on a GPU because of what this measures), the frozen backbone in float32 either way
+  mkdir -p "$OUT/side_dtype"
+  for shape in minilm-random bert-large t5-base decoder-1b; do
+    for dtype in float32 bfloat16; do
+      cost "side_dtype/${shape//-/_}_$dtype" --shape "$shape" --rows "paper Joiner), mean|paper Joiner), LM" \
+        --side-dtype "$dtype"
+    done
+  done
+  for dtype in float32 bfloat16; do
+    cost "side_dtype/bert_large_pairs_$dtype" --shape bert-large --pairs --rows GRU --side-dtype "$dtype"
+  done
 fi

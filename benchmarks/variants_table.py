@@ -13,7 +13,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-SHORT = {"glue/stsb": "STS-B", "glue/mrpc": "MRPC", "glue/rte": "RTE", "glue/sst2": "SST-2", "glue/cola": "CoLA"}
+SHORT = {"glue/stsb": "STS-B", "glue/mrpc": "MRPC", "glue/rte": "RTE", "glue/sst2": "SST-2", "glue/cola": "CoLA",
+         "rotten_tomatoes": "RT"}
 PAIRS = ("glue/stsb", "glue/mrpc", "glue/rte")
 
 

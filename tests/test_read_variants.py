@@ -161,7 +161,7 @@ def test_side_chunk_tokens_reaches_the_side_network_and_leaves_training_unchange
 
     seen, original = [], ReadModel.set_side_chunk_tokens
     monkeypatch.setattr(ReadModel, "set_side_chunk_tokens", lambda self, n: seen.append(n) or original(self, n))
-    common = _common(tiny_model_dir, pair_files, cache="off")
+    common = _common(tiny_model_dir, pair_files, cache="off", side_dtype="float32")  # bf16 rounds per chunk
     runs = [train(TrainArgs(output=str(tmp_path / str(n)), side_chunk_tokens=n, **common), argv=["t"])
             for n in (5, 0)]
     assert seen == [5, None]
@@ -225,3 +225,29 @@ def test_the_hybrid_trains_saves_its_top_layer_and_reloads(tiny_model_dir, pair_
     capsys.readouterr()
     assert main(["eval", "--run", str(run), "--split", "validation", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == round(result["validation"]["accuracy"], 6)
+
+
+def test_side_dtype_reaches_the_side_network_in_training_and_in_a_reloaded_run(
+        tiny_model_dir, pair_files, tmp_path, monkeypatch):
+    """--side-dtype bfloat16 trains the side network under bf16 autocast (another model than float32's,
+    from the same start), `load_run` evaluates it the same way, and a run saved before the option
+    existed loads as what it trained in: float32."""
+    from readapt.side import SideNetwork
+    from readapt.train import load_run
+
+    seen, original = [], SideNetwork.forward
+    monkeypatch.setattr(SideNetwork, "forward", lambda self, *a, **k: seen.append(self.compute_dtype) or original(self, *a, **k))
+    common = _common(tiny_model_dir, pair_files, cache="off")
+    runs = {d: train(TrainArgs(output=str(tmp_path / d), side_dtype=d, **common), argv=["t"]) for d in ("float32", "bfloat16")}
+    assert set(seen) == {None, torch.bfloat16}
+    weights = {d: load_file(tmp_path / d / "read_model.safetensors") for d in runs}
+    assert all(t.dtype == torch.float32 for t in weights["bfloat16"].values())
+    assert any(not torch.equal(weights["bfloat16"][k], t) for k, t in weights["float32"].items())
+    model, *_ = load_run(tmp_path / "bfloat16", "cpu")
+    assert {m.compute_dtype for m in model.modules() if isinstance(m, SideNetwork)} == {torch.bfloat16}
+    config = tmp_path / "float32" / "run_config.json"
+    saved = json.loads(config.read_text())
+    del saved["args"]["side_dtype"]
+    config.write_text(json.dumps(saved))
+    model, *_ = load_run(tmp_path / "float32", "cpu")
+    assert {m.compute_dtype for m in model.modules() if isinstance(m, SideNetwork)} == {None}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from readapt.measure import TensorMemoryTracker
-from readapt.side import Joiner, RMSNorm, SideNetwork, TokenStates
+from readapt.side import Joiner, RMSNorm, SideNetwork, TokenStates, cpu_has_amx, side_dtype
 
 
 @pytest.mark.parametrize("rnn_type", ["gru", "lstm", "rnn"])
@@ -232,3 +232,47 @@ def test_chunked_mixing_gives_the_same_correction_and_gradients():
     for name, grad in whole_grads.items():
         # gradients here are in the hundreds: float32 summation order moves them by ~1e-6 relative
         torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-5, atol=1e-5 * grad.abs().max().item(), msg=name)
+
+
+# ---- bfloat16 compute (side_dtype) ---------------------------------------------------------------
+@pytest.mark.parametrize("rnn_type, joiner, mixing", [("lstm", "norm", "none"), ("gru", "projection", "none"),
+                                                      ("lstm", "norm", "attention")])
+def test_bfloat16_compute_stays_close_to_float32_and_trains_float32_weights(rnn_type, joiner, mixing):
+    torch.manual_seed(0)
+    states, read = torch.randn(4, 40, 32), torch.ones(5, 8, dtype=torch.bool)
+    results = []
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)  # the same weights for both dtypes
+        side = SideNetwork(32, rnn_dim=16, rnn_type=rnn_type, joiner=joiner, mixing=mixing)
+        torch.nn.init.normal_(side.out.weight)
+        side.compute_dtype = dtype
+        correction = side(states, read=read)
+        correction.pow(2).sum().backward()
+        assert correction.dtype == torch.float32  # handed back in the weights' dtype
+        assert all(p.dtype == p.grad.dtype == torch.float32 for p in side.parameters())
+        results.append((correction.detach(), side.rnn.weight_ih_l0.grad))
+    (exact, exact_grad), (half, half_grad) = results
+    assert not torch.equal(half, exact)  # bf16 really ran
+    torch.testing.assert_close(half, exact, rtol=0.05, atol=0.05 * exact.abs().max().item())
+    cosine = torch.nn.functional.cosine_similarity(half_grad.flatten(), exact_grad.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_bfloat16_compute_keeps_the_zero_initial_correction():
+    side = SideNetwork(16, rnn_dim=8)
+    side.compute_dtype = torch.bfloat16
+    correction = side(torch.randn(3, 5, 16))
+    assert correction.dtype == torch.float32 and torch.equal(correction, torch.zeros_like(correction))
+
+
+def test_side_dtype_auto_is_bfloat16_on_cpus_with_amx_only(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert cpu_has_amx() and side_dtype("auto", "cpu") is torch.bfloat16
+    assert side_dtype("auto", "cuda") is None  # measured slower on a GPU: float32 there
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not cpu_has_amx() and side_dtype("auto", "cpu") is None
+    assert side_dtype("bfloat16", "cpu") is torch.bfloat16  # asked for: given, fast or not
+    assert side_dtype("bfloat16", "cuda") is torch.bfloat16
+    assert side_dtype("float32", "cpu") is None
+    with pytest.raises(ValueError, match="side dtype 'float16': choose one of auto, float32, bfloat16"):
+        side_dtype("float16", "cpu")

@@ -113,6 +113,18 @@ class ReadModel(nn.Module):
                 module.chunk_tokens = tokens
         return self
 
+    def set_side_dtype(self, dtype: Optional[torch.dtype]) -> "ReadModel":
+        """Run the side network(s) under autocast in ``dtype`` (torch.bfloat16), or None for their
+        weights' own dtype (float32). Weights, gradients, optimizer state and the correction handed
+        to the backbone's final state stay float32; only the side network's products change precision
+        (readapt.side.side_dtype picks it from the device)."""
+        if dtype not in (None, torch.bfloat16, torch.float32):
+            raise ValueError(f"side dtype {dtype!r}: give torch.bfloat16, or None for float32")
+        for module in self.modules():
+            if isinstance(module, SideNetwork):
+                module.compute_dtype = None if dtype == torch.float32 else dtype
+        return self
+
     def train(self, mode: bool = True) -> "ReadModel":
         super().train(mode)
         self.base_model.eval()  # the backbone never leaves eval mode: its states stay deterministic

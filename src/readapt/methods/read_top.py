@@ -67,6 +67,10 @@ class ReadTopModel(nn.Module):
         self.read.set_side_chunk_tokens(tokens)
         return self
 
+    def set_side_dtype(self, dtype):
+        self.read.set_side_dtype(dtype)
+        return self
+
     def train(self, mode: bool = True) -> "ReadTopModel":
         super().train(mode)     # the ReadModel puts the whole backbone in eval mode ...
         self.top.train(mode)    # ... and the trained layers train as full fine-tuning trains them (dropout)
