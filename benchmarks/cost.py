@@ -49,6 +49,7 @@ class Row(NamedTuple):
     pooling: str = "mean"
     states_given: bool = False     # the step reads states computed once before (a cache's epochs)
     separate: bool = False         # --pairs: each text its own sequence (first texts, then second texts)
+    autocast: bool = False         # the whole step under bfloat16 autocast (not how readapt trains the peers)
 
 
 PAPER, PROJECTION = {"joiner": "norm", "rnn_type": "lstm"}, {"joiner": "projection", "rnn_type": "lstm"}
@@ -66,6 +67,11 @@ ENCODER_ROWS = {
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),
     "full fine-tuning": Row("full", {}),
+    # bf16 autocast for the frozen pass and the peers (readapt trains them in float32): what they would
+    # cost with mixed precision on hardware that has it, shown when --rows names "autocast"
+    "frozen forward, bf16 autocast": Row(None, {}, autocast=True),
+    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True),
+    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True),
 }
 # language models: READ corrects every position (the LM loss reads them all), so there is no pooling to name
 LM_ROWS = {name.replace(", mean pooling", ", LM loss"): row for name, row in ENCODER_ROWS.items()
@@ -86,6 +92,9 @@ PAIR_ROWS = {
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),
     "full fine-tuning": Row("full", {}),
+    "frozen forward, bf16 autocast": Row(None, {}, autocast=True),
+    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True),
+    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True),
 }
 FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
 
@@ -167,16 +176,22 @@ def build(shape: str, row: tuple, device, chunk: str = "default", backbone_dtype
     return model, optimizer, family, vocab
 
 
-def make_step(model, optimizer, inputs: dict, states_given: bool, split: str = "auto"):
+def make_step(model, optimizer, inputs: dict, states_given: bool, split: str = "auto", autocast: bool = False):
     frozen_inputs = {k: v for k, v in inputs.items() if k != "segment_ids" and (k != "labels" or v.ndim > 1)}
+    device = next(model.parameters()).device.type
+    mixed = lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=autocast)  # noqa: E731
     if optimizer is None:
-        return lambda: model.backbone_states(**frozen_inputs)
+        def frozen():
+            with mixed():
+                return model.backbone_states(**frozen_inputs)
+        return frozen
     if states_given:
         states = model.backbone_states(**frozen_inputs)
         inputs = {"states": states, **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
 
     def step():  # as readapt train steps: READ in parts of whole examples (readapt.microbatch)
-        microbatch.backward(model, inputs, split)
+        with mixed():  # backward runs each op in its forward's dtype, under autocast or not
+            microbatch.backward(model, inputs, split)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return step
@@ -225,7 +240,7 @@ def child(args, rows: dict, device) -> None:
                                             args.side_dtype)
     row = rows[args.child]
     inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
-    step = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
+    step = make_step(model, optimizer, inputs, row.states_given, args.side_parts, row.autocast)
     with Meter(device) as meter:
         for _ in range(3):
             step()
@@ -271,6 +286,8 @@ def main() -> None:
     if args.rows:
         wanted = args.rows.split("|")
         rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
+    else:  # the autocast rows only where asked for by name
+        rows = {n: r for n, r in rows.items() if not r.autocast}
     if args.child:
         return child(args, rows, device)
 
@@ -279,7 +296,7 @@ def main() -> None:
         model, optimizer, family, vocab = build(args.shape, row, device, args.side_chunk_tokens, args.backbone_dtype,
                                                 args.side_dtype)
         inputs = batch(family, vocab, args.batch_size, args.length, device, args.pairs, row.separate)
-        steps[name] = make_step(model, optimizer, inputs, row.states_given, args.side_parts)
+        steps[name] = make_step(model, optimizer, inputs, row.states_given, args.side_parts, row.autocast)
         steps[name]()                                   # warm-up (creates optimizer state)
         peaks[name] = peak_bytes(steps[name], device) / 2**20
     for _ in range(args.steps):

@@ -15,6 +15,11 @@ mkdir -p "$OUT/side_float32"
 .venv/bin/python benchmarks/cost.py --shape minilm --rows READ --side-dtype float32 --out "$OUT/side_float32/minilm.md"
 .venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows READ --side-dtype float32 \
   --out "$OUT/side_float32/minilm_pairs.md"
+# bfloat16 everywhere it can go: the frozen backbone's weights in bf16 for the frozen forward and READ
+# (--backbone-dtype bfloat16), beside the frozen forward and the peers under bf16 autocast (readapt
+# trains the peers in float32; these rows show what mixed precision would buy them on this CPU)
+.venv/bin/python benchmarks/cost.py --shape minilm --backbone-dtype bfloat16 \
+  --rows "paper Joiner), mean pooling|autocast" --out "$OUT/bf16_everywhere.md"
 # The size of READ's parts on the CPU (readapt.microbatch; the default, 256 side tokens, against 1,024
 # and 128): the READ rows over mean pooling and separate pairs, beside their own frozen forward
 mkdir -p "$OUT/part_tokens"

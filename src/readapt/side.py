@@ -95,6 +95,11 @@ class RMSNorm(nn.Module):
         return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
 
 
+def scaled(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * scale, without the full-size multiply (and its backward) when scale is 1, the default."""
+    return x if scale == 1.0 else x * scale
+
+
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
     return RMSNorm(dim, eps) if kind == "rmsnorm" else nn.LayerNorm(dim, eps=eps)
 
@@ -115,7 +120,7 @@ class Joiner(nn.Module):
         self.proj = nn.Linear(2 * dim, dim) if cross else None
 
     def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = self.norm(states) * self.input_scale
+        x = scaled(self.norm(states), self.input_scale)
         if self.proj is None:
             return x
         if cross is None:
@@ -144,7 +149,7 @@ class ProjectingJoiner(nn.Module):
         return nn.functional.layer_norm(states, states.shape[-1:], eps=self.eps)
 
     def forward(self, states: torch.Tensor, cross: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = self.proj(self.normalise(states) * self.input_scale)
+        x = self.proj(scaled(self.normalise(states), self.input_scale))
         if self.cross_proj is None:
             return x
         if cross is None:
@@ -253,7 +258,7 @@ class SideNetwork(nn.Module):
             return self._chunked(self._correction, states, cross)
         if read is None:
             raise ValueError("a side network with token mixing needs read= (where its tokens sit)")
-        return self.output_scale * self.out(self.mixer(self._chunked(self._summary, states, cross), read))
+        return scaled(self.out(self.mixer(self._chunked(self._summary, states, cross), read)), self.output_scale)
 
     def _chunked(self, fn, states: States, cross: Optional[torch.Tensor]) -> torch.Tensor:
         chunk, total = self.chunk_tokens, _count(states)
@@ -275,4 +280,4 @@ class SideNetwork(nn.Module):
         return outputs.mean(0) if self.aggregation == "mean" else outputs[-1]
 
     def _correction(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.output_scale * self.out(self._summary(states, cross))
+        return scaled(self.out(self._summary(states, cross)), self.output_scale)
