@@ -60,6 +60,10 @@ ENCODER_ROWS = {
     "READ, CLS pooling, states given": Row("read", {}, "cls", True),
     "READ (paper Joiner), mean pooling": Row("read", PAPER),
     "READ (paper Joiner), mean pooling, states given": Row("read", PAPER, "mean", True),
+    # every second layer: the cheaper single-sentence network that ties on validation (README), shown
+    # when --rows names it
+    "READ (paper Joiner, every 2nd layer), mean pooling": Row("read", {**PAPER, "layer_stride": 2}),
+    "READ (paper Joiner, every 2nd layer), mean pooling, states given": Row("read", {**PAPER, "layer_stride": 2}, "mean", True),
     "READ (projecting Joiner), mean pooling": Row("read", PROJECTION),
     "READ (projecting Joiner), mean pooling, states given": Row("read", PROJECTION, "mean", True),
     "READ (paper Joiner) + top layer trained (hybrid, not READ), mean pooling": Row("read_top", PAPER),
@@ -286,8 +290,8 @@ def main() -> None:
     if args.rows:
         wanted = args.rows.split("|")
         rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
-    else:  # the autocast rows only where asked for by name
-        rows = {n: r for n, r in rows.items() if not r.autocast}
+    else:  # the autocast and every-2nd-layer rows only where asked for by name
+        rows = {n: r for n, r in rows.items() if not r.autocast and "every 2nd layer), mean" not in n}
     if args.child:
         return child(args, rows, device)
 

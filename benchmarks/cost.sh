@@ -15,6 +15,9 @@ mkdir -p "$OUT/side_float32"
 .venv/bin/python benchmarks/cost.py --shape minilm --rows READ --side-dtype float32 --out "$OUT/side_float32/minilm.md"
 .venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows READ --side-dtype float32 \
   --out "$OUT/side_float32/minilm_pairs.md"
+# the paper's network on every second layer (--layer-stride 2; a tie on single sentences' validation)
+.venv/bin/python benchmarks/cost.py --shape minilm --rows "paper Joiner), mean|every 2nd layer), mean" \
+  --out "$OUT/single_stride2.md"
 # bfloat16 everywhere it can go: the frozen backbone's weights in bf16 for the frozen forward and READ
 # (--backbone-dtype bfloat16), beside the frozen forward and the peers under bf16 autocast (readapt
 # trains the peers in float32; these rows show what mixed precision would buy them on this CPU)

@@ -40,7 +40,8 @@ def main(out: Path, variants: list[str]) -> str:
     # every cell's metrics.json, one per line: what the table (and glue_table.py) is made from
     (out / "results.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in found))
     tasks = [t for t in SHORT if any(t == task for _, task in cells)]
-    head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], "pair tasks val avg",
+    pairs = any(t in PAIRS for t in tasks)
+    head = ["variant", "flags", *[f"{SHORT[t]} val" for t in tasks], *(["pair tasks val avg"] if pairs else []),
             *[f"{SHORT[t]} test" for t in tasks], "seeds", "trainable params", "train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     seen = set()
@@ -55,13 +56,14 @@ def main(out: Path, variants: list[str]) -> str:
         seeds_done = set.intersection(*[{r["seed"] for r in rows.get(t, [])} for t in PAIRS if t in rows] or [set()])
         pair_avg = [statistics.fmean(score(r, "validation") for t in PAIRS if t in rows for r in rows[t]
                                      if r["seed"] == seed) for seed in sorted(seeds_done)]
-        val.append(fmt(pair_avg) if all(t in rows and rows[t] for t in PAIRS) else "-")
+        if pairs:
+            val.append(fmt(pair_avg) if all(t in rows and rows[t] for t in PAIRS) else "-")
         test = [fmt([score(r, "test") for r in rows[t]]) for t in tasks]
         records = [r for rs in rows.values() for r in rs]
         seeds = sorted({r["seed"] for r in records})
         params = sorted({r["trainable_params"] for r in records})
         seconds = statistics.fmean(r["train_seconds"] for r in records)
-        lines.append(f"| {name} | `{flags}` | " + " | ".join(val + test)
+        lines.append(f"| {name} | {f'`{flags}`' if flags else '(the defaults)'} | " + " | ".join(val + test)
                      + f" | {','.join(map(str, seeds))} | {'/'.join(f'{p:,}' for p in params)} | {seconds:.0f} |")
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
