@@ -84,4 +84,11 @@ if want side; then
   for dtype in float32 bfloat16; do
     cost "side_dtype/bert_large_pairs_$dtype" --shape bert-large --pairs --rows GRU --side-dtype "$dtype"
   done
+  # the same with the frozen backbone in bfloat16 (--backbone-dtype bfloat16), whose states are bf16
+  for shape in bert-large decoder-1b; do
+    for dtype in float32 bfloat16; do
+      cost "side_dtype/${shape//-/_}_bf16_backbone_$dtype" --shape "$shape" --backbone-dtype bfloat16 \
+        --rows "paper Joiner), mean|paper Joiner), LM" --side-dtype "$dtype"
+    done
+  done
 fi
