@@ -44,7 +44,7 @@ bfloat16 compute (``compute_dtype``, a departure chosen on validation: README, "
 bfloat16"). The side network's matrix products may run under autocast in bfloat16: its weights,
 gradients and optimizer state stay float32, and its correction is handed back in float32, so the
 residual sum phi_N + correction keeps the backbone's precision. On a CPU with AMX that makes the
-side network 2-2.5x cheaper; on a GPU it saves memory but not time (:func:`side_dtype`).
+side network about 2x cheaper; on a GPU it saves memory but not time (:func:`side_dtype`).
 
 This module takes tensors only (it knows no Hugging Face class): backbones/ produce the states,
 model.py wires them together.
@@ -72,7 +72,7 @@ def side_dtype(name: str, device: Union[str, torch.device]) -> Optional[torch.dt
     """The autocast dtype for a side network on ``device``: None (float32) or torch.bfloat16.
 
     ``auto`` is bfloat16 where it made the side network faster when measured (README, "The side
-    network in bfloat16"): a CPU with AMX (2-2.5x). On a GPU it is float32: there the side network's
+    network in bfloat16"): a CPU with AMX (about 2x). On a GPU it is float32: there the side network's
     small kernels are launch-bound, and autocast's casts made a step slower (BERT-large 1.34x ->
     1.43x a frozen forward on an H200), for less memory; ask for bfloat16 to trade the one for the
     other. Elsewhere bf16 is emulated or merely converted."""

@@ -107,7 +107,7 @@ class TrainArgs:
     side_dtype: str = field(default="auto", metadata={
         "help": "READ: what the side network computes in: float32, or bfloat16 (autocast: its matrix products "
                 "in bf16; weights, gradients, optimizer state and the correction stay float32); auto, chosen "
-                "on validation: bfloat16 on a CPU with AMX (a 2-2.5x cheaper side network), float32 elsewhere (on a "
+                "on validation: bfloat16 on a CPU with AMX (a side network about 2x cheaper), float32 elsewhere (on a "
                 "GPU bfloat16 saves memory, not time)"})
     bidirectional: bool = field(default=False, metadata={
         "help": "READ: run the side RNN over depth in both directions (rnn-dim/2 wide each: about the same "
