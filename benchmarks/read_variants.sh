@@ -50,6 +50,7 @@ single_variants=(
   "mean-max-stride2|--pooling mean_max --mixing none --layer-stride 2"
   "plain-bidirectional|--pooling mean --mixing none --bidirectional"
   "plain-lr1e-3|--pooling mean --mixing none --lr 1e-3"
+  "plain-embeddings|--pooling mean --mixing none --layers 0 1 2 3 4 5 6"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
