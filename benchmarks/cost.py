@@ -50,6 +50,7 @@ class Row(NamedTuple):
     states_given: bool = False     # the step reads states computed once before (a cache's epochs)
     separate: bool = False         # --pairs: each text its own sequence (first texts, then second texts)
     autocast: bool = False         # the whole step under bfloat16 autocast (not how readapt trains the peers)
+    on_request: bool = False       # in the table only when --rows names it
 
 
 PAPER, PROJECTION = {"joiner": "norm", "rnn_type": "lstm"}, {"joiner": "projection", "rnn_type": "lstm"}
@@ -62,8 +63,9 @@ ENCODER_ROWS = {
     "READ (paper Joiner), mean pooling, states given": Row("read", PAPER, "mean", True),
     # every second layer: the cheaper single-sentence network that ties on validation (README), shown
     # when --rows names it
-    "READ (paper Joiner, every 2nd layer), mean pooling": Row("read", {**PAPER, "layer_stride": 2}),
-    "READ (paper Joiner, every 2nd layer), mean pooling, states given": Row("read", {**PAPER, "layer_stride": 2}, "mean", True),
+    "READ (paper Joiner, every 2nd layer), mean pooling": Row("read", {**PAPER, "layer_stride": 2}, on_request=True),
+    "READ (paper Joiner, every 2nd layer), mean pooling, states given":
+        Row("read", {**PAPER, "layer_stride": 2}, "mean", True, on_request=True),
     "READ (projecting Joiner), mean pooling": Row("read", PROJECTION),
     "READ (projecting Joiner), mean pooling, states given": Row("read", PROJECTION, "mean", True),
     "READ (paper Joiner) + top layer trained (hybrid, not READ), mean pooling": Row("read_top", PAPER),
@@ -73,9 +75,9 @@ ENCODER_ROWS = {
     "full fine-tuning": Row("full", {}),
     # bf16 autocast for the frozen pass and the peers (readapt trains them in float32): what they would
     # cost with mixed precision on hardware that has it, shown when --rows names "autocast"
-    "frozen forward, bf16 autocast": Row(None, {}, autocast=True),
-    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True),
-    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True),
+    "frozen forward, bf16 autocast": Row(None, {}, autocast=True, on_request=True),
+    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True, on_request=True),
+    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True, on_request=True),
 }
 # language models: READ corrects every position (the LM loss reads them all), so there is no pooling to name
 LM_ROWS = {name.replace(", mean pooling", ", LM loss"): row for name, row in ENCODER_ROWS.items()
@@ -96,9 +98,9 @@ PAIR_ROWS = {
     "adapters": Row("adapter", {}),
     "LST": Row("lst", {}),
     "full fine-tuning": Row("full", {}),
-    "frozen forward, bf16 autocast": Row(None, {}, autocast=True),
-    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True),
-    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True),
+    "frozen forward, bf16 autocast": Row(None, {}, autocast=True, on_request=True),
+    "LoRA r=8, bf16 autocast": Row("lora", {}, autocast=True, on_request=True),
+    "full fine-tuning, bf16 autocast": Row("full", {}, autocast=True, on_request=True),
 }
 FROZEN, FULL = "frozen forward (no grad, all states)", "full fine-tuning"
 
@@ -290,8 +292,8 @@ def main() -> None:
     if args.rows:
         wanted = args.rows.split("|")
         rows = {n: r for n, r in rows.items() if n in (FROZEN, FULL) or any(w in n for w in wanted)}
-    else:  # the autocast and every-2nd-layer rows only where asked for by name
-        rows = {n: r for n, r in rows.items() if not r.autocast and "every 2nd layer), mean" not in n}
+    else:
+        rows = {n: r for n, r in rows.items() if not r.on_request}
     if args.child:
         return child(args, rows, device)
 
