@@ -240,6 +240,7 @@ def test_side_dtype_reaches_the_side_network_in_training_and_in_a_reloaded_run(
     common = _common(tiny_model_dir, pair_files, cache="off")
     runs = {d: train(TrainArgs(output=str(tmp_path / d), side_dtype=d, **common), argv=["t"]) for d in ("float32", "bfloat16")}
     assert set(seen) == {None, torch.bfloat16}
+    assert [runs[d]["side_dtype"] for d in runs] == ["float32", "bfloat16"]  # metrics.json says which
     weights = {d: load_file(tmp_path / d / "read_model.safetensors") for d in runs}
     assert all(t.dtype == torch.float32 for t in weights["bfloat16"].values())
     assert any(not torch.equal(weights["bfloat16"][k], t) for k, t in weights["float32"].items())

@@ -314,7 +314,8 @@ def _print_summary(m: dict) -> None:
     split = "test" if m.get("test") else "validation"
     scores = ", ".join(f"{k} {v:.4f}" if k in ("loss", "perplexity") else f"{k} {100 * v:.2f}" for k, v in test.items())
     print(f"{m['method']} on {m['task']}: {split} {scores}")
-    print(f"trainable params: {m['trainable_params']:,d} of {m['total_params']:,d} ({m['trainable_percent']:.3f}%)")
+    side = f"; side network in {m['side_dtype']}" if m.get("side_dtype") else ""  # READ: --side-dtype, decided
+    print(f"trainable params: {m['trainable_params']:,d} of {m['total_params']:,d} ({m['trainable_percent']:.3f}%){side}")
     energy = "n/a" if m["energy_joules"] is None else f"{m['energy_joules']:.0f} J"
     print(f"peak memory {m['peak_memory_mb']:.0f} MB, training {m['train_seconds']:.0f} s "
           f"({m['examples_per_second']:.0f} examples/s), energy {energy}")

@@ -465,6 +465,14 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     return model, tokenizer, text_to_text
 
 
+def side_dtype_name(args: TrainArgs, device: torch.device) -> Optional[str]:
+    """What READ's side network computes in on ``device`` ("float32" or "bfloat16"; --side-dtype auto
+    decided), None for methods without one: metrics.json records it."""
+    if not reads_side(args):
+        return None
+    return "bfloat16" if side_dtype(args.side_dtype, device) == torch.bfloat16 else "float32"
+
+
 LM_FAMILIES = {"causal_lm": "causal", "seq2seq_lm": "seq2seq"}
 
 
@@ -652,6 +660,7 @@ def _run(args, run, argv, world, out_dir, device, data, spec, model, tokenizer, 
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
         "cost": cost, "inference": inference, "device": str(device),
         "resumed": resumed is not None,
+        "side_dtype": side_dtype_name(args, device),
         "world_size": world.size, "global_batch_size": args.batch_size,  # data parallel: each rank a shard  # --resume of a run killed before its first checkpoint starts at 0
     }
     ckpt.write_json(out_dir / METRICS, metrics)
