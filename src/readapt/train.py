@@ -50,8 +50,8 @@ from readapt.measure import Meter, measure_inference
 from readapt.methods import (HeadSpec, available_methods, count_parameters, decay_groups, get_method,
                              trainable_state_dict)
 from readapt.model import SIDE_CHUNK_TOKENS, SIDE_PART_TOKENS
-from readapt.side import SIDE_DTYPES, side_dtype
 from readapt.reporting import Reporter, check_installed, reporter_names
+from readapt.side import SIDE_DTYPES, side_dtype
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
 
 RUN_CONFIG = rundir.RUN_CONFIG
@@ -450,9 +450,9 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     torch.manual_seed(args.seed)  # the head and side network start the same for a given seed
     options = {**args.options(), **side_network(args, separate)}
     model = get_method(args.method).build(backbone, head, options)
-    if reads_side(args) and args.side_chunk_tokens is not None:
-        model.set_side_chunk_tokens(args.side_chunk_tokens or None)
     if reads_side(args):
+        if args.side_chunk_tokens is not None:
+            model.set_side_chunk_tokens(args.side_chunk_tokens or None)
         model.set_side_dtype(side_dtype(args.side_dtype, device))
     if not args.device_map:
         return model.to(device), tokenizer, text_to_text
@@ -924,7 +924,8 @@ def with_saved_side_network(args: TrainArgs, run_dir: Path) -> TrainArgs:
 
 
 RUN_CONFIG_KEYS = ("args", "lr", "task", "text_to_text")
-# Options added after runs were first saved: an older run_config.json lacks them and means the default.
+# Options added after runs were first saved: an older run_config.json lacks them and means the value
+# such runs used (the default, except side_dtype: they computed in float32).
 ADDED_ARGS = {"allow_changed_data": False, "mixing": "none", "pair_encoding": "joint", "joiner": "norm", "layer_stride": 1,
               "side_chunk_tokens": None, "side_dtype": "float32", "bidirectional": False, "top_layers": 1,
               "backbone_dtype": "auto", "cache": "auto", "cache_dir": None, "cache_max_gb": 8.0,
