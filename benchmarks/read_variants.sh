@@ -51,6 +51,11 @@ single_variants=(
   "plain-bidirectional|--pooling mean --mixing none --bidirectional"
   "plain-lr1e-3|--pooling mean --mixing none --lr 1e-3"
   "plain-embeddings|--pooling mean --mixing none --layers 0 1 2 3 4 5 6"
+  "plain-lr5e-3|--pooling mean --mixing none --lr 5e-3"
+  "plain-wd0.1|--pooling mean --mixing none --weight-decay 0.1"
+  "plain-warmup0.2|--pooling mean --mixing none --warmup-ratio 0.2"
+  "plain-clip5|--pooling mean --mixing none --max-grad-norm 5"
+  "plain-r256-lr1e-2|--pooling mean --mixing none --rnn-dim 256 --lr 1e-2"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
