@@ -17,6 +17,8 @@ Rows (each cell mean ± std over the seeds that ran; the table's seeds column sa
   read_top (hybrid, not READ)               READ's default plus the backbone's top layer fine-tuned
                                             (benchmarks/results/glue_hybrid: bash benchmarks/glue_hybrid.sh),
                                             live runs, 3 seeds
+  read_top, 2 layers (hybrid, not READ)     the same with the top two layers (benchmarks/results/top_layers:
+                                            bash benchmarks/top_layers.sh "" "<the five tasks>" 2), 3 seeds
 Every run used the same budget (packaged MiniLM, 2,000 seeded training examples, 3 epochs, batch 32).
 The READ runs cached the backbone's states (--cache-states) and ran beside other benchmarks: their
 time, memory and tensor peak are not a live run's, so READ's cost columns are left empty here;
@@ -66,6 +68,10 @@ def main() -> None:
             records.append({**r, "method": "read (separate, projection, LSTM)"})
     if (ROOT / "glue_hybrid").is_dir():  # bash benchmarks/glue_hybrid.sh
         records += [{**r, "method": "read_top (hybrid, not READ)"} for r in load(ROOT / "glue_hybrid")]
+    if (ROOT / "top_layers").is_dir():  # bash benchmarks/top_layers.sh: the same hybrid, top K layers
+        for r in load(ROOT / "top_layers"):
+            if r["argv"][r["argv"].index("--top-layers") + 1] == "2":
+                records.append({**r, "method": "read_top, 2 layers (hybrid, not READ)"})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
