@@ -40,7 +40,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from readapt import microbatch
-from readapt.side import SIDE_DTYPES, side_dtype
+from readapt.side import SIDE_DTYPES, resolve_side_dtype, side_dtype
 
 
 class Row(NamedTuple):
@@ -274,8 +274,8 @@ def main() -> None:
                         help="dtype of the frozen backbone in the rows that do not train it (the frozen forward, "
                         "READ, LST), as readapt train --backbone-dtype; the others stay float32")
     parser.add_argument("--side-dtype", default="auto", choices=SIDE_DTYPES, help="what READ's side network "
-                        "computes in, as readapt train --side-dtype (auto: bfloat16 where the device multiplies it "
-                        "natively)")
+                        "computes in, as readapt train --side-dtype (auto: bfloat16 on a CPU with AMX, float32 "
+                        "elsewhere)")
     parser.add_argument("--rows", help="substrings separated by | (row names hold commas): only rows whose name holds one")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -318,7 +318,7 @@ def main() -> None:
              f"{'' if args.side_chunk_tokens == 'default' else f', READ side chunk {args.side_chunk_tokens}'}"
              f"{'' if args.side_parts == 'auto' else f', READ batch in parts: {args.side_parts}'}"
              f"{'' if args.backbone_dtype == 'float32' else f', frozen backbones in {args.backbone_dtype}'}"
-             f", READ's side network in {str(side_dtype(args.side_dtype, device) or torch.float32)[6:]}"
+             f", READ's side network in {resolve_side_dtype(args.side_dtype, device)}"
              f"{' (auto)' if args.side_dtype == 'auto' else ''}", "",
              f"| step | s/step | / frozen fwd | / full FT | {memory} (MB) | / frozen fwd | / full FT |"
              + (" peak RSS (MB) | / full FT |" if rss else ""),

