@@ -181,8 +181,8 @@ def _stored_states(entry: Path) -> list[np.ndarray]:
     manifest = json.loads((entry / "manifest.json").read_text())
     shards = [np.fromfile(entry / shard["file"], dtype=np.float32) for shard in manifest["shards"]]
     width = len(manifest["layers"]) * manifest["hidden_size"]
-    return [shards[shard][offset:offset + tokens * width]
-            for shard, offset, tokens in np.load(entry / "index.npy").tolist()]
+    return [shards[shard][offset:offset + tokens * width]  # an encoder's entry: no target tokens
+            for shard, offset, tokens, _ in np.load(entry / "index.npy").tolist()]
 
 
 def _as_kwargs(model, data, out) -> dict:

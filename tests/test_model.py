@@ -144,12 +144,17 @@ def test_unsupported_model_type_is_one_line_naming_supported():
     assert "\n" not in str(err.value)
 
 
-def test_t5_joiner_matches_finite_difference_of_real_cross_attention():
-    """c_i = O.A.(d_enc V) against the real module with the encoder output's value path perturbed."""
+@pytest.mark.parametrize("targets", [4, 1])
+def test_t5_joiner_matches_finite_difference_of_real_cross_attention(targets):
+    """c_i = O.A.(d_enc V) against the real module with the encoder output's value path perturbed,
+    in both orders cross_value_path computes it: 4 target tokens project first, 1 mixes first."""
+    from readapt.backbones.seq2seq import mix_first
+
+    assert mix_first(t_enc=6, t_dec=targets, d=32, heads=4, width=8) == (targets == 1)
     model = get_read_model(tiny_t5().double(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8))
     runner = model.runner
     torch.manual_seed(0)
-    input_ids, labels = torch.randint(2, 100, (2, 6)), torch.randint(2, 100, (2, 4))
+    input_ids, labels = torch.randint(2, 100, (2, 6)), torch.randint(2, 100, (2, targets))
     states = runner.run(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)
     encoder_out = states.encoder_hidden_states[-1]
     direction = torch.randn_like(encoder_out)
@@ -494,3 +499,26 @@ def test_bf16_backbone_trains_an_fp32_side_network(make, task):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in trainable)
     assert all(p.dtype == torch.bfloat16 and p.grad is None and torch.equal(p, frozen[n])
                for n, p in backbone.named_parameters())
+
+
+def test_t5_loss_and_gradients_are_the_same_when_every_target_position_is_scored():
+    """Targets of one length take _lm_output's one-pass head (its logits serve the loss); a padded
+    column (-100, nothing scored) takes the two-pass one. Same loss, same gradients."""
+    model = get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8))
+    torch.nn.init.normal_(model.side.out.weight, std=0.1)
+    torch.nn.init.normal_(model.encoder_side.out.weight, std=0.1)
+    input_ids = torch.randint(2, 100, (2, 6))
+    labels = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    results = []
+    for targets in (labels, torch.cat([labels, torch.full((2, 1), -100)], 1)):
+        model.zero_grad()
+        out = model(input_ids=input_ids, labels=targets)
+        out.loss.backward()
+        results.append((out.loss.detach(), out.logits[:, :3], {n: p.grad.clone() for n, p in model.named_parameters()
+                                                                if p.grad is not None}))
+    (loss, logits, grads), (padded_loss, padded_logits, padded_grads) = results
+    torch.testing.assert_close(loss, padded_loss)
+    torch.testing.assert_close(logits, padded_logits)
+    assert grads.keys() == padded_grads.keys() and len(grads) > 4
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, padded_grads[name], msg=name)

@@ -68,16 +68,18 @@ def test_fresh_read_classifier_reads_the_backbones_own_final_state(model_type, d
 def test_fresh_read_language_model_is_the_hugging_face_model(model_type, dtype):
     backbone = tiny(model_type, lm=True, dtype=dtype)
     input_ids, mask = batch()
-    if family(model_type) == "seq2seq":
-        task, labels = "SEQ_2_SEQ_LM", torch.tensor([[5, 6, 7, -100], [8, 9, 10, 11]])
+    if family(model_type) == "seq2seq":  # targets of two lengths, and of one (every position scored)
+        task, label_sets = "SEQ_2_SEQ_LM", [torch.tensor([[5, 6, 7, -100], [8, 9, 10, 11]]),
+                                            torch.tensor([[5, 6, 7, 8], [8, 9, 10, 11]])]
     else:
-        task, labels = "CAUSAL_LM", input_ids.masked_fill(mask == 0, -100)
+        task, label_sets = "CAUSAL_LM", [input_ids.masked_fill(mask == 0, -100)]
     model = get_read_model(backbone, ReadConfig(task_type=task, rnn_dim=8))
-    with torch.no_grad():
-        reference = backbone(input_ids=input_ids, attention_mask=mask, labels=labels)
-        out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
-    assert out.logits.dtype == reference.logits.dtype
-    torch.testing.assert_close(out.logits, reference.logits, rtol=0, atol=0)
-    # Hugging Face computes some losses on half-precision logits; ours is always on fp32 logits.
-    torch.testing.assert_close(out.loss, reference.loss.float(), **({} if dtype == torch.float32 else
-                                                                     dict(rtol=1e-2, atol=1e-2)))
+    for labels in label_sets:
+        with torch.no_grad():
+            reference = backbone(input_ids=input_ids, attention_mask=mask, labels=labels)
+            out = model(input_ids=input_ids, attention_mask=mask, labels=labels)
+        assert out.logits.dtype == reference.logits.dtype
+        torch.testing.assert_close(out.logits, reference.logits, rtol=0, atol=0)
+        # Hugging Face computes some losses on half-precision logits; ours is always on fp32 logits.
+        torch.testing.assert_close(out.loss, reference.loss.float(), **({} if dtype == torch.float32 else
+                                                                         dict(rtol=1e-2, atol=1e-2)))

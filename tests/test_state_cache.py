@@ -321,9 +321,8 @@ def test_cache_flags_are_checked_and_do_not_block_resume(tiny_model_dir, files, 
     argv = ["train", "--model", tiny_model_dir, "--train-file", str(files / "train.csv"), "--device", "cpu",
             "--output", str(tmp_path / "x")]
     refusals = [
-        (["--method", "full", "--cache", "on"], "--cache on works with --method read on classification, "
-                                                "regression and causal_lm tasks (--method full has no frozen states "
-                                                "to reuse); drop it"),
+        (["--method", "full", "--cache", "on"], "--cache on works with --method read (--method full has no frozen "
+                                                "states to reuse); drop it"),
         (["--method", "probe", "--cache-states"], "--cache-states works with --method read"),
         (["--cache", "always"], "--cache always: choose one of auto, on, off"),
         (["--cache-dtype", "int8"], "--cache-dtype int8: choose one of float32, float16, bfloat16"),
@@ -482,10 +481,10 @@ def test_a_build_evicts_the_least_recently_used_but_never_what_the_run_uses(
                                 separate_pairs=False, device=torch.device("cpu"), batch_size=3,
                                 cache_dir=str(tmp_path), mode="on", keep_gb=keep_gb)
         assert found["cache"] == "miss"  # the train split a hit, validation built
-        return state_cache.estimate_bytes(splits["validation"], 2, 32, "float32")
+        return state_cache.estimate_bytes(splits["validation"], state_cache.layout(model), "float32")
 
     # Room for all but half of `a`: `a` goes, the least recently used once the run's hit marks `hit` used.
-    needed = state_cache.estimate_bytes(_encoded(tokenizer, TEXT_SETS[3]), 2, 32, "float32")
+    needed = state_cache.estimate_bytes(_encoded(tokenizer, TEXT_SETS[3]), state_cache.layout(model), "float32")
     size_a = _size(a)
     capsys.readouterr()
     run(TEXT_SETS[3], (_size(hit, b) + needed + size_a // 2) / 1024**3)
@@ -524,3 +523,45 @@ def test_train_evicts_within_cache_keep_gb(tiny, tiny_model_dir, files, tmp_path
                           cache_keep_gb=1e-9), argv=["t"])
     assert metrics["cache"] == "miss" and "state cache: freed" in capsys.readouterr().out
     assert not old.exists() and len(_left(tmp_path) - {"run"}) == 2  # the run's train and validation entries
+
+
+def test_t5_entries_hold_decoder_encoder_and_cross_attention_and_give_the_live_loss(tmp_path, tiny_model_dir):
+    """An encoder-decoder entry: per example the decoder's states over its target tokens, the
+    encoder's states over its real tokens and the cross-attention probabilities of the decoder
+    layers read; a batch built from them gives the live loss and logits (a non-trivial correction
+    on both side networks), whatever the lengths in the batch."""
+    from tiny_models import tiny_t5
+
+    torch.manual_seed(0)
+    model = get_read_model(tiny_t5(), ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=8)).eval()
+    for side in (model.side, model.encoder_side):
+        torch.nn.init.normal_(side.out.weight, std=0.1)
+    lengths = [(5, 3), (9, 1), (2, 4), (7, 2)]  # (input tokens, target tokens): both vary across the batch
+    make = lambda: [{"input_ids": list(range(3, 3 + n)), "attention_mask": [1] * n, "labels": list(range(10, 10 + t))}
+                    for n, t in lengths]  # noqa: E731
+    items = make()
+    found = use_state_cache(model, AutoTokenizer.from_pretrained(tiny_model_dir), {"train": items}, model_name="tiny-t5",
+                            max_length=16, separate_pairs=False, device=torch.device("cpu"), batch_size=3,
+                            cache_dir=str(tmp_path), mode="on")
+    assert found["cache"] == "miss"
+    heads, decoder_layers, encoder_layers = 4, len(state_cache.stored_layers(model)), len(model.encoder_layers)
+    cross_layers = len([i for i in model.layers if i > 0])
+    for item, (n, t) in zip(items, lengths):
+        assert item["states"].shape == (decoder_layers, t, 32)
+        assert item["encoder_states"].shape == (encoder_layers, n, 32)
+        assert item["cross_attentions"].shape == (cross_layers, heads, t, n)
+        torch.testing.assert_close(item["cross_attentions"].sum(-1), torch.ones(cross_layers, heads, t))  # softmax rows
+    (manifest,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
+    values = sum(t * 32 * decoder_layers + n * 32 * encoder_layers + cross_layers * heads * t * n for n, t in lengths)
+    assert manifest["bytes"] == found["cache_bytes"] == values * 4
+    with torch.no_grad():
+        live = model(**model_inputs(make(), 0, "cpu"))
+        cached = model(**model_inputs(items, 0, "cpu"))
+    torch.testing.assert_close(cached.loss, live.loss, rtol=1e-5, atol=0)
+    labels = model_inputs(make(), 0, "cpu")["labels"]
+    torch.testing.assert_close(cached.logits[labels != -100], live.logits[labels != -100], rtol=1e-4, atol=1e-5)
+    # Other target texts are other entries: the decoder's states depend on them.
+    other = make()
+    other[0]["labels"] = [11, 12, 13]
+    assert _use(model, AutoTokenizer.from_pretrained(tiny_model_dir), other, tmp_path, "tiny-t5",
+                max_length=16)["cache"] == "miss"

@@ -59,6 +59,26 @@ def test_train_eval_predict(model_dirs, files, tmp_path, family, method, quiet, 
     assert scores["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
 
 
+def test_t5_text_to_text_caches_its_training_split_only(model_dirs, files, tmp_path, quiet, capsys):
+    """T5 on a classification task trains over cached states (the gold label's text through the
+    decoder) and scores validation live (every label's text): the cached run is the live run."""
+    cache_dir = tmp_path / "cache"
+    runs = {mode: train(TrainArgs(model=model_dirs["t5"], output=str(tmp_path / mode), train_file=str(files / "train.csv"),
+                                  validation_file=str(files / "val.csv"), epochs=2, batch_size=8, max_length=16,
+                                  rnn_dim=8, device="cpu", cache=mode, cache_dir=str(cache_dir)), argv=["test"])
+            for mode in ("off", "on")}
+    assert (runs["off"]["cache"], runs["on"]["cache"]) == ("off", "miss")
+    (manifest,) = [json.loads(p.read_text()) for p in cache_dir.glob("*/manifest.json")]
+    assert manifest["items"] == 24 and manifest["source"]["split"] == "train"  # no validation entry
+    assert runs["on"]["validation"] == pytest.approx(runs["off"]["validation"])
+    live, cached = (load_run(tmp_path / mode, "cpu")[0].trainable_state_dict() for mode in ("off", "on"))
+    for name, tensor in live.items():
+        torch.testing.assert_close(cached[name], tensor, rtol=1e-4, atol=1e-6)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "on"), "--split", "validation", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(runs["on"]["validation"]["accuracy"])
+
+
 @pytest.mark.parametrize("family", ["t5", "gpt2"])
 def test_read_trains_on_a_bf16_backbone_end_to_end(model_dirs, files, tmp_path, family, quiet):
     """`readapt train` on a bf16 backbone used to die on step 1 for T5 (the fp32 encoder correction met

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig
 from transformers import T5ForConditionalGeneration
 
 import readapt.train
+from readapt.backbones.seq2seq import Seq2SeqBackbone
 from readapt.cli import main
 from readapt.data import Example
 from readapt.data.lm import encode_lm, load_lm_files
@@ -154,13 +155,34 @@ def test_instruction_pairs_train_and_report_exact_match(model_dirs, files, tmp_p
     assert metrics["majority_baseline"] == {"validation": None, "test": None}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_state_cache_gives_the_live_result_for_causal_lm(model_dirs, files, tmp_path, quiet, dtype, capsys):
-    live = train(_args(model_dirs, files, tmp_path / "live", epochs=1, backbone_dtype=dtype, cache="off"), argv=["test"])
+@pytest.mark.parametrize("family, dtype", [("gpt2", "float32"), ("gpt2", "bfloat16"), ("t5", "float32")])
+def test_state_cache_gives_the_live_result_for_lm_tasks(model_dirs, files, tmp_path, quiet, family, dtype, capsys,
+                                                        monkeypatch):
+    runs = {"in_loop": 0, "looping": False}
+    run, loop = Seq2SeqBackbone.run, readapt.train._loop
+
+    def counted_run(runner, *args, **kwargs):
+        runs["in_loop"] += runs["looping"]
+        return run(runner, *args, **kwargs)
+
+    def counted_loop(*args, **kwargs):
+        runs["looping"] = True
+        try:
+            return loop(*args, **kwargs)
+        finally:
+            runs["looping"] = False
+
+    monkeypatch.setattr(Seq2SeqBackbone, "run", counted_run)
+    monkeypatch.setattr(readapt.train, "_loop", counted_loop)
+    options = dict(family=family, pairs=family == "t5", epochs=2, backbone_dtype=dtype, cache_dir=str(tmp_path / "cache"))
+    live = train(_args(model_dirs, files, tmp_path / "live", **options, cache="off"), argv=["test"])
     out = tmp_path / "cached"
-    cached = train(_args(model_dirs, files, out, epochs=1, backbone_dtype=dtype, cache="on"), argv=["test"])
-    assert live["cache"] != cached["cache"]  # the second run read its states from the disk cache
+    cached = train(_args(model_dirs, files, out, **options, cache="on"), argv=["test"])
+    assert (live["cache"], cached["cache"]) == ("off", "miss")  # the second run read its states from the disk cache
     assert cached["validation"]["loss"] == pytest.approx(live["validation"]["loss"], rel=1e-5)
+    # T5: the encoder's and decoder's states and the cross-attention all come from the cache, so
+    # neither training nor validation runs the backbone (a live run runs it every step)
+    assert family != "t5" or runs["in_loop"] == 2 * (4 + 1)  # the live run only: 4 steps + 1 validation pass an epoch
     capsys.readouterr()
     assert main(["eval", "--run", str(out), "--split", "validation", "--device", "cpu"]) == 0  # eval reads it too
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(cached["validation"]["loss"], rel=1e-5)
@@ -203,9 +225,8 @@ def test_interrupted_lm_run_resumes_to_the_same_weights(model_dirs, files, tmp_p
     (["--max-length", "100"], "gpt2", "--max-length 100 is longer than the model's context (64 tokens)"),
     (["--task-type", "causal_lm"], "t5", "--task-type causal_lm needs a causal model; t5 is seq2seq: use --task-type seq2seq_lm"),
     (["--task-type", "seq2seq_lm", "--train-file", "PAIRS", "--prompt-column", "question", "--response-column",
-      "answer", "--cache", "on"], "t5",
-     "--cache on works with --method read on classification, regression and causal_lm tasks (the cache holds no "
-     "encoder-decoder states)"),
+      "answer", "--method", "lora", "--cache", "on"], "t5",
+     "--cache on works with --method read (--method lora has no frozen states to reuse); drop it"),
     (["--task", "rotten_tomatoes"], "gpt2", "--task-type causal_lm trains on your own files: pass --train-file"),
 ])
 def test_bad_lm_options_are_one_line_errors(model_dirs, files, tmp_path, capsys, quiet, extra, family, message):

@@ -108,7 +108,7 @@ def cmd_eval(args: EvalArgs) -> int:
     from readapt.evaluate import encode_split, evaluate
     from readapt.rundir import check_finished
     from readapt.state_cache import use_state_cache
-    from readapt.train import cache_mode, load_data, load_run, separate_pairs
+    from readapt.train import cache_mode, cached_splits, load_data, load_run, separate_pairs
 
     check_finished(Path(args.run), args.allow_unfinished)
     model, tokenizer, spec, run_args, text_to_text, device = load_run(args.run, args.device)
@@ -122,10 +122,10 @@ def cmd_eval(args: EvalArgs) -> int:
     encoded = encode_split(examples, spec, tokenizer, run_args.max_length, text_to_text, separate,
                            run_args.task_type, args.split)
     # The run's states of this split, if its state cache still holds them (nothing is built here).
-    use_state_cache(model, tokenizer, {args.split: encoded}, model_name=run_args.model,
-                    max_length=run_args.max_length, separate_pairs=separate, device=device,
-                    batch_size=run_args.eval_batch_size,
-                    mode=cache_mode(run_args, text_to_text), cache_dir=run_args.cache_dir,
+    use_state_cache(model, tokenizer, cached_splits({args.split: encoded}, text_to_text, run_args.task_type),
+                    model_name=run_args.model, max_length=run_args.max_length, separate_pairs=separate,
+                    device=device, batch_size=run_args.eval_batch_size,
+                    mode=cache_mode(run_args), cache_dir=run_args.cache_dir,
                     dtype=run_args.cache_dtype, build=False)
     scores = evaluate(model, encoded, examples, spec, tokenizer, run_args.eval_batch_size, device, text_to_text,
                       task_type=run_args.task_type)

@@ -31,8 +31,10 @@ def encode_split(examples, spec: TaskSpec, tokenizer, max_length: int, text_to_t
 
 
 # Keys of the backbone states an item may carry (attach_states, or the on-disk cache in
-# state_cache.py): the states of its sequence(s), and which layers they hold.
-STATE_KEYS = ("states", "states" + SECOND, "state_layers")
+# state_cache.py): the states of its sequence(s), which layers they hold, and for encoder-decoder
+# models (T5) the encoder's states and the decoder's cross-attention probabilities, and theirs.
+STATE_KEYS = ("states", "states" + SECOND, "state_layers", "encoder_states", "encoder_state_layers",
+              "cross_attentions", "cross_layers")
 
 
 def without_states(items: list[dict]) -> list[dict]:
@@ -63,34 +65,60 @@ def model_inputs(items: list[dict], pad_token_id: int, device: torch.device) -> 
 
     Cached states hold every layer (attach_states), or only the layers READ reads (the disk cache):
     then ``item["state_layers"]`` maps each layer 0..N to its row in ``item["states"]`` (None: not
-    stored, and None in ``hidden_states``, which nothing reads)."""
+    stored, and None in ``hidden_states``, which nothing reads). Encoder-decoder items hold the
+    decoder's states over their target tokens (``labels``), plus ``encoder_states`` and
+    ``cross_attentions`` mapped the same way (``encoder_state_layers``, ``cross_layers``)."""
     batch = collate(without_states(items), pad_token_id)
     if "input_ids" + SECOND in batch:
         batch = _stack_pairs(batch, pad_token_id)
     inputs = {k: v.to(device) for k, v in batch.items() if k in
               ("input_ids", "attention_mask", "token_type_ids", "segment_ids", "labels")}
-    if "states" in items[0]:
-        from readapt.backbones import BackboneStates
+    if "states" not in items[0]:
+        return inputs
+    from readapt.backbones import BackboneStates
 
-        mask = inputs.pop("attention_mask")
-        rows = [item["states"] for item in items]
-        if "states" + SECOND in items[0]:  # the same row order as _stack_pairs
-            rows += [item["states" + SECOND] for item in items]
-        layers, _, dim = rows[0].shape
-        padded = torch.zeros(layers, len(rows), mask.shape[1], dim)  # fp32, whatever the cache stores
-        for j, states in enumerate(rows):
-            padded[:, j, :states.shape[1]] = states
-        stored = padded.to(device).unbind(0)
-        where = items[0].get("state_layers") or range(layers)
-        hidden = tuple(None if row is None else stored[row] for row in where)
-        inputs = {"states": BackboneStates(hidden, mask),
-                  **{k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}}
-    return inputs
+    mask = inputs.pop("attention_mask")
+    rows = [item["states"] for item in items]
+    if "states" + SECOND in items[0]:  # the same row order as _stack_pairs
+        rows += [item["states" + SECOND] for item in items]
+    rest = {k: inputs[k] for k in ("labels", "segment_ids") if k in inputs}
+    if "encoder_states" not in items[0]:
+        hidden = _by_layer(_padded(rows, (mask.shape[1], rows[0].shape[-1]), device), items[0].get("state_layers"))
+        return {"states": BackboneStates(hidden, mask), **rest}
+    # Encoder-decoder: the decoder ran over the target tokens (right-padded labels: the real ones first).
+    targets = inputs["labels"] != IGNORE
+    steps, length, dim = targets.shape[1], mask.shape[1], rows[0].shape[-1]
+    encoder = [item["encoder_states"] for item in items]
+    cross = [item["cross_attentions"] for item in items]
+    return {"states": BackboneStates(
+        hidden_states=_by_layer(_padded(rows, (steps, dim), device), items[0].get("state_layers")),
+        attention_mask=targets.long(),
+        encoder_hidden_states=_by_layer(_padded(encoder, (length, dim), device), items[0].get("encoder_state_layers")),
+        encoder_attention_mask=mask,
+        cross_attentions=_by_layer(_padded(cross, (cross[0].shape[1], steps, length), device),
+                                   items[0].get("cross_layers"))), **rest}
 
 
-def item_sequences(item: dict) -> list[tuple[str, dict]]:
-    """(states key, token fields) of each sequence an item holds: one, or two for separate pairs."""
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in item]
+def _padded(blocks: list[torch.Tensor], shape: tuple, device) -> torch.Tensor:
+    """(layers, B, *shape), fp32 whatever the cache stores: each item's (layers, ...) block in the
+    leading corner of its row, zeros elsewhere (right padding)."""
+    out = torch.zeros(blocks[0].shape[0], len(blocks), *shape)
+    for j, block in enumerate(blocks):
+        out[(slice(None), j, *map(slice, block.shape[1:]))] = block
+    return out.to(device)
+
+
+def _by_layer(stored: torch.Tensor, where: Optional[tuple]) -> tuple:
+    """The stored rows as one tensor per layer: ``where[i]`` is layer i's row (None: not stored)."""
+    rows = stored.unbind(0)
+    return tuple(rows) if where is None else tuple(None if row is None else rows[row] for row in where)
+
+
+def item_sequences(item: dict, targets: bool = False) -> list[tuple[str, dict]]:
+    """(states key, token fields) of each sequence an item holds: one, or two for separate pairs.
+    ``targets``: an encoder-decoder model's states depend on its target tokens too (``labels``, what
+    the decoder reads), so they are part of the sequence's fields."""
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", *(("labels",) if targets else ())) if k in item]
     found = [("states", {k: item[k] for k in keys})]
     if "input_ids" + SECOND in item:
         found.append(("states" + SECOND, {k: item[k + SECOND] for k in keys}))
@@ -99,32 +127,62 @@ def item_sequences(item: dict) -> list[tuple[str, dict]]:
 
 @torch.no_grad()
 def frozen_pass(model, sequences: list[dict], pad_token_id: int, device, batch_size: int = 64,
-                layers: Optional[list[int]] = None,
-                desc: str = "caching states") -> Iterator[tuple[int, torch.Tensor]]:
+                layers: Optional[list[int]] = None, encoder_layers: Optional[list[int]] = None,
+                cross_layers: Optional[list[int]] = None,
+                desc: str = "caching states") -> Iterator[tuple[int, tuple[torch.Tensor, ...]]]:
     """Run the frozen backbone once over ``sequences`` (token fields, see item_sequences) and yield
-    ``(i, states of sequences[i])``: layers x real tokens x d on the CPU, all layers 0..N or only
-    ``layers``. The backbone is frozen and in eval mode, so these are exactly the states every
-    epoch would recompute. Each yielded tensor is a view of its batch: clone it to keep it."""
+    ``(i, blocks of sequences[i])`` on the CPU: its states, layers x real tokens x d, all layers
+    0..N or only ``layers``. An encoder-decoder model (T5) yields three blocks: the decoder's
+    states over the target tokens, the encoder's (``encoder_layers``) over the input's, and the
+    decoder's cross-attention probabilities (``cross_layers``: 0-based decoder layers), layers x
+    heads x target tokens x input tokens. The backbone is frozen and in eval mode, so these are
+    exactly the states every epoch would recompute. Each yielded tensor is a view of its batch:
+    clone it to keep it."""
+    def pick(tensors: tuple, wanted: Optional[list[int]]) -> torch.Tensor:
+        return torch.stack([tensors[i] for i in wanted] if wanted is not None else tensors).cpu()
+
     # Longest first, so each batch holds sequences of similar length: little padding to run
     # through the backbone (a real saving on sentence pairs, whose lengths vary a lot).
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]["input_ids"]))
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, mininterval=2):
         chunk = order[start:start + batch_size]
         batch = model_inputs([sequences[i] for i in chunk], pad_token_id, device)
-        hidden = model.backbone_states(**batch).hidden_states
-        stacked = torch.stack([hidden[i] for i in layers] if layers is not None else hidden).cpu()  # (L, B, T, d)
-        for j, i in enumerate(chunk):  # right padding: the real tokens come first
-            yield i, stacked[:, j, :int(batch["attention_mask"][j].sum())]
+        states = model.backbone_states(**batch)
+        hidden = pick(states.hidden_states, layers)                                       # (L, B, T, d)
+        if states.encoder_hidden_states is None:
+            for j, i in enumerate(chunk):  # right padding: the real tokens come first
+                yield i, (hidden[:, j, :int(batch["attention_mask"][j].sum())],)
+            continue
+        encoder = pick(states.encoder_hidden_states, encoder_layers)                      # (L_enc, B, T_enc, d)
+        cross = pick(states.cross_attentions, cross_layers)                               # (L_x, B, H, T_dec, T_enc)
+        for j, i in enumerate(chunk):
+            tokens, steps = int(batch["attention_mask"][j].sum()), len(sequences[i]["labels"])
+            yield i, (hidden[:, j, :steps], encoder[:, j, :tokens], cross[:, j, :, :steps, :tokens])
+
+
+def set_states(item: dict, key: str, blocks: tuple[torch.Tensor, ...], rows: Optional[dict] = None) -> None:
+    """Give ``item`` one sequence's states (frozen_pass's blocks) under ``key`` (model_inputs reads
+    them); ``rows`` (state_cache) maps each layer to its stored row: "layers", and for an
+    encoder-decoder model "encoder_layers" and "cross_layers"."""
+    item[key] = blocks[0]
+    if rows is not None:
+        item["state_layers"] = rows["layers"]
+    if len(blocks) > 1:
+        item["encoder_states"], item["cross_attentions"] = blocks[1], blocks[2]
+        if rows is not None:
+            item["encoder_state_layers"], item["cross_layers"] = rows["encoder_layers"], rows["cross_layers"]
 
 
 def attach_states(model, encoded: list[dict], pad_token_id: int, device, batch_size: int = 64) -> None:
     """Run the frozen backbone once over ``encoded`` and keep each example's per-layer states on
     its item, in RAM (``item["states"]``: all layers x real tokens x d, on the CPU; ``states_b``
-    for the second text of a separately encoded pair). state_cache.py keeps them on disk instead."""
-    sequences = [(item, key, fields) for item in encoded for key, fields in item_sequences(item)]
-    for i, states in frozen_pass(model, [fields for _, _, fields in sequences], pad_token_id, device, batch_size):
+    for the second text of a separately encoded pair; an encoder-decoder model's encoder states and
+    cross-attention probabilities too). state_cache.py keeps them on disk instead."""
+    targets = model.runner.family == "seq2seq"
+    sequences = [(item, key, fields) for item in encoded for key, fields in item_sequences(item, targets)]
+    for i, blocks in frozen_pass(model, [fields for _, _, fields in sequences], pad_token_id, device, batch_size):
         item, key, _ = sequences[i]
-        item[key] = states.clone()
+        set_states(item, key, tuple(block.clone() for block in blocks))
 
 
 @torch.no_grad()
@@ -135,6 +193,8 @@ def _raw_scores(model, encoded: list[dict], spec: TaskSpec, tokenizer, batch_siz
     model.eval()
     targets = spec.target_texts() if text_to_text else None
     target_ids = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in targets] if targets else None
+    if text_to_text:  # each target string runs through the decoder: cached states (of the gold one) do not serve
+        encoded = without_states(encoded)
     for start in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, mininterval=2):
         batch = model_inputs(encoded[start:start + batch_size], tokenizer.pad_token_id, device)
         batch.pop("labels", None)

@@ -258,7 +258,13 @@ class ReadModel(nn.Module):
     def _lm_output(self, final, read, targets, output_cls):
         # The loss reads only the positions the side network corrected; full-vocabulary logits
         # for every position are returned for reading, outside the graph, to keep memory flat.
+        # Where every position is read (targets of one length: a T5 classifier's label texts), the
+        # loss's logits are those logits: the head (d x vocab, often the model's largest matrix)
+        # runs once, not twice, and still as the model's own forward runs it.
         loss = None
+        if targets is not None and bool(read.all()):
+            logits = self.runner.lm_logits(final)
+            return output_cls(loss=lm_loss(logits.flatten(0, -2), targets), logits=logits.detach())
         if targets is not None:
             loss = lm_loss(self.runner.lm_logits(final[read]), targets)
         with torch.no_grad():

@@ -3,7 +3,13 @@ every epoch, seed, side-network config (r, lr, RNN type, ...) and later run on t
 
 READ never differentiates the backbone, and the backbone stays in eval mode, so an example's
 states never change. A cache entry holds one split's states: only the layers READ reads
-(model.layers, plus the final state the correction lands on) and only real tokens.
+(model.layers, plus the final state the correction lands on) and only real tokens. For an
+encoder-decoder model (T5) an example's states depend on its target too (what the decoder reads):
+the entry holds the decoder's states over the target tokens, the encoder's states its side network
+reads, and the cross-attention probabilities of the decoder layers read (the Joiner's encoder term,
+backbones/seq2seq.py), so a T5 run trains on its target text without the backbone. A text-to-text
+classifier caches its training split only: evaluation scores every label's text through the
+decoder, which the gold label's states do not cover.
 
     $READAPT_CACHE  (else $XDG_CACHE_HOME/readapt/states, else ~/.cache/readapt/states)
       CACHEDIR.TAG                  marks the folder as a cache (backup tools skip it)
@@ -11,8 +17,10 @@ states never change. A cache entry holds one split's states: only the layers REA
                                     builds and for `readapt cache clear`
       <key>/manifest.json           what the entry holds; size + sha256 of every file (written last);
                                     "source": the model, task and split it came from (shown by `readapt cache list`)
-      <key>/index.npy               per sequence: shard, offset (in values), real tokens
-      <key>/shard-00000.bin ...     raw float32/float16/bfloat16 values, (layers, tokens, d) per sequence
+      <key>/index.npy               per sequence: shard, offset (in values), real tokens, target tokens
+      <key>/shard-00000.bin ...     raw float32/float16/bfloat16 values, (layers, tokens, d) per sequence;
+                                    T5: decoder (layers, targets, d), encoder (layers, tokens, d) and
+                                    cross-attention (layers, heads, targets, tokens), one after another
                                     (under torchrun shard-<rank>-00000.bin ...: each rank wrote its own)
       tmp-<key>-<pid>-<random>/     an entry being built, renamed to <key> once complete
 
@@ -57,11 +65,11 @@ from tqdm.auto import tqdm
 
 from readapt.checkpoint import fsync_dir
 from readapt.distributed import SINGLE, World
-from readapt.evaluate import frozen_pass, item_sequences
+from readapt.evaluate import frozen_pass, item_sequences, set_states
 from readapt.inputs import describe_os_error, human_bytes
 from readapt.rundir import file_fingerprint, model_files, warn
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a fourth index column (target tokens) and encoder-decoder entries
 CACHE_MODES = ("auto", "on", "off")
 # Storage dtypes: (torch dtype, numpy dtype of the raw values). numpy has no bfloat16: its bits
 # are stored as uint16 and viewed as bfloat16 by torch.
@@ -105,6 +113,36 @@ def stored_layers(model) -> list[int]:
     return sorted(set(model.layers) | {model.runner.num_layers})
 
 
+def layout(model) -> dict[str, Any]:
+    """What an entry stores for ``model`` (and what its key and manifest record): the layers read,
+    and for an encoder-decoder model the encoder layers its side network reads, the decoder layers
+    whose cross-attention probabilities the Joiner reads (0-based) and their heads."""
+    runner = model.runner
+    described = {"layers": stored_layers(model), "num_hidden_states": runner.num_layers + 1,
+                 "hidden_size": runner.hidden_size}
+    if runner.family == "seq2seq":
+        described.update(encoder_layers=list(model.encoder_layers),
+                         num_encoder_hidden_states=runner.num_encoder_layers + 1,
+                         cross_layers=sorted(i - 1 for i in model.layers if i > 0),
+                         heads=runner.model.config.num_heads)
+    return described
+
+
+def _encoder_decoder(describe: dict) -> bool:
+    return "encoder_layers" in describe
+
+
+def block_shapes(describe: dict, tokens: int, targets: int) -> list[tuple[int, ...]]:
+    """The shapes of what one sequence of ``tokens`` real tokens (and ``targets`` target tokens)
+    stores, in order: its states; for an encoder-decoder model the decoder's states, the encoder's
+    and the cross-attention probabilities."""
+    width = describe["hidden_size"]
+    if not _encoder_decoder(describe):
+        return [(len(describe["layers"]), tokens, width)]
+    return [(len(describe["layers"]), targets, width), (len(describe["encoder_layers"]), tokens, width),
+            (len(describe["cross_layers"]), describe["heads"], targets, tokens)]
+
+
 def _hub_snapshot(name: str) -> Optional[Path]:
     """The local snapshot folder of a Hub model id (its commit's files), if it is in the HF cache."""
     from huggingface_hub import try_to_load_from_cache
@@ -140,11 +178,12 @@ def model_fields(model_name: str, model, tokenizer) -> dict[str, Any]:
                           _files(getattr(tokenizer, "name_or_path", "") or "")]}
 
 
-def tokens_fingerprint(items: list[dict]) -> str:
-    """sha256 of every sequence's token ids, token types and mask, in order."""
+def tokens_fingerprint(items: list[dict], targets: bool = False) -> str:
+    """sha256 of every sequence's token ids, token types and mask (and ``targets``: its target
+    tokens), in order."""
     digest = hashlib.sha256()
     for item in items:
-        for _, fields in item_sequences(item):
+        for _, fields in item_sequences(item, targets):
             for name in sorted(fields):
                 values = np.asarray(fields[name], dtype=np.int64)
                 digest.update(f"{name}:{values.size};".encode())
@@ -156,15 +195,18 @@ def entry_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
-def real_lengths(items: list[dict]) -> list[int]:
-    """Real tokens of each sequence, item by item (two per item for separately encoded pairs)."""
-    return [int(sum(fields["attention_mask"])) if "attention_mask" in fields else len(fields["input_ids"])
-            for item in items for _, fields in item_sequences(item)]
+def real_lengths(items: list[dict], targets: bool = False) -> list[tuple[int, int]]:
+    """(real tokens, target tokens) of each sequence, item by item (two per item for separately
+    encoded pairs); target tokens are 0 unless ``targets`` (an encoder-decoder model)."""
+    return [(int(sum(fields["attention_mask"])) if "attention_mask" in fields else len(fields["input_ids"]),
+             len(fields["labels"]) if targets else 0)
+            for item in items for _, fields in item_sequences(item, targets)]
 
 
-def estimate_bytes(items: list[dict], layers: int, hidden_size: int, dtype: str) -> int:
+def estimate_bytes(items: list[dict], describe: dict, dtype: str) -> int:
     width = np.dtype(CACHE_DTYPES[dtype][1]).itemsize
-    return sum(real_lengths(items)) * layers * hidden_size * width
+    return width * sum(math.prod(shape) for tokens, targets in real_lengths(items, _encoder_decoder(describe))
+                       for shape in block_shapes(describe, tokens, targets))
 
 
 # -- one entry ----------------------------------------------------------------------------------------
@@ -185,9 +227,10 @@ class _ShardWriter:
         self.shards: list[dict] = []
         self.file, self.digest, self.values = None, None, 0
 
-    def write(self, states: torch.Tensor) -> tuple[int, int]:
-        """(shard number, offset in values) of ``states`` once written."""
-        values = states.to(self.torch_dtype).contiguous()
+    def write(self, blocks: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+        """(shard number, offset in values) of one sequence's ``blocks`` once written, one after another."""
+        values = (blocks[0] if len(blocks) == 1 else torch.cat([b.reshape(-1) for b in blocks])).to(self.torch_dtype)
+        values = values.contiguous()
         if self.torch_dtype == torch.bfloat16:
             values = values.view(torch.int16)
         raw = values.numpy()
@@ -221,16 +264,18 @@ class _ShardWriter:
             self.file = None
 
 
-def _write_part(folder: Path, states: Iterator[tuple[int, torch.Tensor]], count: int, dtype: str,
+def _write_part(folder: Path, states: Iterator[tuple[int, tuple[torch.Tensor, ...]]], count: int, dtype: str,
                 prefix: str) -> tuple[np.ndarray, list[dict]]:
     """Write ``count`` sequences' states into new shard files in ``folder``: (their index rows, the
     shards written). A row's shard number counts this part's own shards."""
-    index = np.zeros((count, 3), dtype=np.int64)
+    index = np.zeros((count, 4), dtype=np.int64)
     writer = _ShardWriter(folder, dtype, prefix)
     try:
-        for i, tensor in states:
-            shard, offset = writer.write(tensor)
-            index[i] = (shard, offset, tensor.shape[1])
+        for i, blocks in states:
+            shard, offset = writer.write(blocks)
+            # (real tokens, target tokens): an encoder-decoder's blocks are decoder, encoder, cross-attention
+            lengths = (blocks[0].shape[1], 0) if len(blocks) == 1 else (blocks[1].shape[1], blocks[0].shape[1])
+            index[i] = (shard, offset, *lengths)
         return index, writer.close()
     finally:
         writer.abort()
@@ -241,7 +286,7 @@ def _merge(parts: list[tuple[np.ndarray, list[dict]]]) -> tuple[np.ndarray, list
     sequences in rank order: each part's shard numbers move past the shards of the parts before it."""
     indices, shards = [], []
     for index, part_shards in parts:
-        indices.append(index + np.array([len(shards), 0, 0], dtype=np.int64))
+        indices.append(index + np.array([len(shards), 0, 0, 0], dtype=np.int64))
         shards += part_shards
     return np.concatenate(indices), shards
 
@@ -285,23 +330,23 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype: str) -> list[torch.Tensor]:
-    """Each sequence's states (layers x tokens x d, memory-mapped), after checking the manifest,
-    every file's size and sha256, and the index against the sequences asking for them."""
+def _read_entry(folder: Path, key: str, items: list[dict], describe: dict,
+                dtype: str) -> list[tuple[torch.Tensor, ...]]:
+    """Each sequence's blocks (block_shapes, memory-mapped), after checking the manifest, every
+    file's size and sha256, and the index against the sequences asking for them."""
     manifest = _read_manifest(folder)
     expected = {"format": "readapt-state-cache", "version": FORMAT_VERSION, "key": key, "dtype": dtype, **describe}
     wrong = [name for name, value in expected.items() if manifest.get(name) != value]
     if wrong:
         raise Damaged(f"its manifest does not match this key ({', '.join(wrong)})")
-    lengths = real_lengths(items)
+    lengths = np.array(real_lengths(items, _encoder_decoder(describe)), dtype=np.int64).reshape(-1, 2)
     try:
         for entry in [manifest["index"], *manifest["shards"]]:
             _check_file(folder, entry)
         index = np.load(folder / INDEX, allow_pickle=False)
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise Damaged(f"it cannot be read ({type(exc).__name__}: {exc})") from None
-    layers, width = len(describe["layers"]), describe["hidden_size"]
-    if index.shape != (len(lengths), 3) or index.dtype != np.int64 or not np.array_equal(index[:, 2], lengths):
+    if index.shape != (len(lengths), 4) or index.dtype != np.int64 or not np.array_equal(index[:, 2:], lengths):
         raise Damaged("its index does not match the examples' token counts")
     torch_dtype, numpy_dtype = CACHE_DTYPES[dtype]
     itemsize = np.dtype(numpy_dtype).itemsize
@@ -311,11 +356,13 @@ def _read_entry(folder: Path, key: str, items: list[dict], describe: dict, dtype
         flats.append(flat.view(torch_dtype) if torch_dtype == torch.bfloat16 else flat)
     out = []
     capacity = [entry["bytes"] // itemsize for entry in manifest["shards"]]
-    for shard, offset, tokens in index.tolist():
-        size = layers * tokens * width
-        if not (0 <= shard < len(flats) and 0 <= offset and offset + size <= capacity[shard]):
+    for shard, offset, tokens, targets in index.tolist():
+        shapes = block_shapes(describe, tokens, targets)
+        sizes = [math.prod(shape) for shape in shapes]
+        if not (0 <= shard < len(flats) and 0 <= offset and offset + sum(sizes) <= capacity[shard]):
             raise Damaged("its index points outside its shards")
-        out.append(flats[shard][offset:offset + size].view(layers, tokens, width))
+        values = flats[shard][offset:offset + sum(sizes)].split(sizes)
+        out.append(tuple(block.view(shape) for block, shape in zip(values, shapes)))
     return out
 
 
@@ -340,8 +387,8 @@ class StateCache:
         self.root = Path(root) if root else default_cache_dir()
         self.dtype = dtype
 
-    def load(self, key: str, items: list[dict], describe: dict) -> Optional[list[torch.Tensor]]:
-        """The entry's states per sequence, or None: not there, or damaged (then warned about and
+    def load(self, key: str, items: list[dict], describe: dict) -> Optional[list[tuple[torch.Tensor, ...]]]:
+        """The entry's blocks per sequence (block_shapes), or None: not there, or damaged (then warned about and
         moved out of the way, so that it is rebuilt)."""
         folder = self.root / key
         if not folder.is_dir():
@@ -356,9 +403,9 @@ class StateCache:
         return states
 
     def build(self, key: str, items: list[dict], describe: dict,
-              compute: Callable[[list[dict]], Iterator[tuple[int, torch.Tensor]]],
-              world: World = SINGLE, source: Optional[dict] = None) -> list[torch.Tensor]:
-        """Write the entry and load it back; ``compute(sequences)`` yields (i, states of
+              compute: Callable[[list[dict]], Iterator[tuple[int, tuple[torch.Tensor, ...]]]],
+              world: World = SINGLE, source: Optional[dict] = None) -> list[tuple[torch.Tensor, ...]]:
+        """Write the entry and load it back; ``compute(sequences)`` yields (i, blocks of
         sequences[i]) (see frozen_pass). Under torchrun every rank computes and writes its own
         contiguous part of the sequences into rank 0's temporary folder, and rank 0 completes the
         entry. Wherever the ranks wait for one another, a failure on one fails the build on all
@@ -366,7 +413,7 @@ class StateCache:
         removed now or by the next build."""
         elsewhere = CacheError("another rank could not build the state cache (its own message says why); "
                                "pass --cache-dir elsewhere or --cache off")
-        sequences = [fields for item in items for _, fields in item_sequences(item)]
+        sequences = [fields for item in items for _, fields in item_sequences(item, _encoder_decoder(describe))]
         with ExitStack() as held:
             with world.all_or_none(elsewhere):
                 self._prepare()
@@ -571,16 +618,14 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
         pass
     started = time.perf_counter()
     cache = StateCache(cache_dir, dtype)
-    layers = stored_layers(model)
-    describe = {"layers": layers, "num_hidden_states": model.runner.num_layers + 1,
-                "hidden_size": model.runner.hidden_size}
+    describe = layout(model)
+    layers, targets = describe["layers"], _encoder_decoder(describe)
     common = {"format": FORMAT_VERSION, "readapt": _versions(), "device": torch.device(device).type,
               "model": model_fields(model_name, model, tokenizer), "max_length": max_length,
               "separate_pairs": separate_pairs, "dtype": dtype, **describe}
     splits = {name: items for name, items in splits.items() if items}
-    keys = {name: entry_key({**common, "tokens": tokens_fingerprint(items)}) for name, items in splits.items()}
-    sizes = {name: estimate_bytes(items, len(layers), model.runner.hidden_size, dtype)
-             for name, items in splits.items()}
+    keys = {name: entry_key({**common, "tokens": tokens_fingerprint(items, targets)}) for name, items in splits.items()}
+    sizes = {name: estimate_bytes(items, describe, dtype) for name, items in splits.items()}
     found = {name: cache.load(keys[name], items, describe) for name, items in splits.items()}
     if not build:
         splits = {name: items for name, items in splits.items() if found[name] is not None}
@@ -603,7 +648,8 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
     try:
         for name in missing:
             compute = partial(frozen_pass, model, pad_token_id=tokenizer.pad_token_id, device=device,
-                              batch_size=batch_size, layers=layers, desc=f"caching {name} states")
+                              batch_size=batch_size, layers=layers, encoder_layers=describe.get("encoder_layers"),
+                              cross_layers=describe.get("cross_layers"), desc=f"caching {name} states")
             found[name] = cache.build(keys[name], splits[name], describe, compute, world,
                                       source={"model": str(model_name), "task": task, "split": name})
     except (OSError, CacheError) as exc:  # not writable, no space left, ...
@@ -613,22 +659,28 @@ def use_state_cache(model, tokenizer, splits: dict[str, list[dict]], *, model_na
         warn(f"state cache off: {problem}")
         return off
     for name, items in splits.items():
-        _attach(items, found[name], layers, describe["num_hidden_states"])
+        _attach(items, found[name], describe)
     return {"cache": "miss" if missing else "hit", "cache_seconds": time.perf_counter() - started,
             "cache_bytes": sum(sizes[name] for name in splits)}
 
 
-def _attach(items: list[dict], states: list[torch.Tensor], layers: list[int], num_hidden_states: int) -> None:
-    """Give each item its sequences' states, and the map from layer to stored row (model_inputs)."""
-    rows = [None] * num_hidden_states
-    for row, layer in enumerate(layers):
-        rows[layer] = row
-    rows = tuple(rows)
-    per_sequence = iter(states)
+def _attach(items: list[dict], blocks: list[tuple[torch.Tensor, ...]], describe: dict) -> None:
+    """Give each item its sequences' blocks, and the maps from layer to stored row (model_inputs)."""
+    def rows(stored: list[int], count: int) -> tuple:
+        where = [None] * count
+        for row, layer in enumerate(stored):
+            where[layer] = row
+        return tuple(where)
+
+    maps = {"layers": rows(describe["layers"], describe["num_hidden_states"])}
+    targets = _encoder_decoder(describe)
+    if targets:
+        maps.update(encoder_layers=rows(describe["encoder_layers"], describe["num_encoder_hidden_states"]),
+                    cross_layers=rows(describe["cross_layers"], describe["num_hidden_states"] - 1))
+    per_sequence = iter(blocks)
     for item in items:
-        for key, _ in item_sequences(item):
-            item[key] = next(per_sequence)
-        item["state_layers"] = rows
+        for key, _ in item_sequences(item, targets):
+            set_states(item, key, next(per_sequence), maps)
 
 
 def _write_problem(exc: OSError, root: Path) -> str:

@@ -178,8 +178,8 @@ class TrainArgs:
         "help": "experiment trackers: none, tensorboard (event files in OUTPUT/tensorboard/) or wandb; "
                 "repeatable or comma-separated (default: none)"})
     cache: str = field(default="auto", metadata={
-        "help": "READ on classification, regression and causal_lm: keep the frozen backbone's states in a disk "
-                "cache, computed once and reused by every epoch, seed, side config and later run on the same data: "
+        "help": "READ: keep the frozen backbone's states in a disk cache, computed once and reused by every "
+                "epoch, seed, side config and later run on the same data (a T5 classifier: its training split): "
                 "auto (on when it fits --cache-max-gb and the free space), on or off"})
     cache_dir: Optional[str] = field(default=None, metadata={
         "help": "state cache folder (default: $READAPT_CACHE, else $XDG_CACHE_HOME/readapt/states, "
@@ -411,19 +411,25 @@ def head_pooling(args: TrainArgs, kind: str, separate: bool) -> str:
     return "last" if kind == "causal" else "mean"
 
 
-def cache_mode(args: TrainArgs, text_to_text: bool) -> str:
+def cache_mode(args: TrainArgs) -> str:
     """on, auto or off: --cache (--cache-states is on); auto is off where nothing reuses states."""
     mode = "on" if args.cache_states else args.cache
-    if mode != "off" and (args.method != "read" or text_to_text):
+    if mode != "off" and args.method != "read":
         if mode == "on":
             flag = "--cache-states" if args.cache_states else "--cache on"
-            why = (f"--method {args.method} has no frozen states to reuse" if args.method != "read"
-                   else "the cache holds no encoder-decoder states" if args.task_type == "seq2seq_lm"
-                   else "text-to-text models (T5) rescore every target text through the decoder")
-            raise ValueError(f"{flag} works with --method read on classification, regression and causal_lm tasks "
-                             f"({why}); drop it")
+            raise ValueError(f"{flag} works with --method read (--method {args.method} has no frozen states "
+                             f"to reuse); drop it")
         return "off"
     return mode
+
+
+def cached_splits(enc: dict[str, list[dict]], text_to_text: bool, task_type: str) -> dict[str, list[dict]]:
+    """The splits whose states the cache serves: all, but for a text-to-text classifier (T5 on a
+    GLUE task) only the training split. Its evaluation scores every label's text through the
+    decoder, and an entry holds the decoder's states for the gold label's text alone."""
+    if text_to_text and task_type not in LM_TASK_TYPES:
+        return {name: items for name, items in enc.items() if name == "train"}
+    return enc
 
 
 def build(args: TrainArgs, spec: TaskSpec, device: torch.device):
@@ -573,9 +579,10 @@ def _prepare(args: TrainArgs, run: rundir.Run, world: World) -> _Prepared:
         raise ValueError("--pooling pair needs a fast tokenizer (it tells which text each token comes "
                          "from); this model's tokenizer is a slow one: use --pooling mean")
     # The frozen pass, once per example and kept on disk (state_cache.py): the loop then reads states.
-    cache = use_state_cache(model, tokenizer, enc, model_name=args.model, max_length=args.max_length,
+    cache = use_state_cache(model, tokenizer, cached_splits(enc, text_to_text, args.task_type),
+                            model_name=args.model, max_length=args.max_length,
                             separate_pairs=separate, device=device, batch_size=args.eval_batch_size,
-                            mode=cache_mode(args, text_to_text), cache_dir=args.cache_dir,
+                            mode=cache_mode(args), cache_dir=args.cache_dir,
                             max_gb=args.cache_max_gb, dtype=args.cache_dtype, world=world,
                             keep_gb=args.cache_keep_gb, task=spec.name)
 

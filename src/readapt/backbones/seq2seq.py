@@ -20,6 +20,12 @@ from torch import nn
 from readapt.backbones import BackboneStates, forward_reads, freeze
 
 
+def mix_first(t_enc: int, t_dec: int, d: int, heads: int, width: int) -> bool:
+    """Whether (A d_enc) V takes fewer multiply-adds than A (d_enc V) (see cross_value_path)."""
+    project_first = t_enc * d * heads * width + heads * t_dec * t_enc * width
+    return heads * t_dec * d * (t_enc + width) < project_first
+
+
 class Seq2SeqBackbone:
     family = "seq2seq"
     norm = "rmsnorm"
@@ -71,16 +77,29 @@ class Seq2SeqBackbone:
         return self.model.decoder.block[layer - 1].layer[1].EncDecAttention
 
     def cross_value_path(self, layer: int, d_enc: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-        """c_i = O_i . A_i . (d_enc V_i): (B, T_enc, d), (B, H, T_dec, T_enc) -> (B, T_dec, d)."""
+        """c_i = O_i . A_i . (d_enc V_i): (B, T_enc, d), (B, H, T_dec, T_enc) -> (B, T_dec, d).
+
+        Two orders give the same c_i: project every encoder token by V_i, then mix (A_i (d_enc V_i)),
+        or mix first, per head, then project only the T_dec mixed rows ((A_i d_enc) V_i). The second
+        is up to T_enc / T_dec times cheaper when the target is short (a T5 classifier's label text:
+        a few tokens against the input's tens); the cheaper order by multiply-adds is taken."""
         attn = self.cross_attention(layer)
-        b, t_enc, _ = d_enc.shape
+        b, t_enc, d = d_enc.shape
+        heads, width, t_dec = attn.n_heads, attn.key_value_proj_dim, probs.shape[2]
         # The path runs in the correction's dtype (fp32), whatever the backbone's: V_i and O_i are
         # d x d each, so their up-cast copies are small, and the encoder side network's gradient
         # keeps its precision.
         value, output = attn.v.weight.to(d_enc.dtype), attn.o.weight.to(d_enc.dtype)
-        v = F.linear(d_enc, value).view(b, t_enc, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
-        context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, probs.shape[2], attn.inner_dim)
-        return F.linear(context, output)
+        probs = probs.to(d_enc.dtype)
+        if not mix_first(t_enc, t_dec, d, heads, width):
+            v = F.linear(d_enc, value).view(b, t_enc, heads, width).transpose(1, 2)      # (B, H, T_enc, w)
+            context = torch.matmul(probs, v)                                            # (B, H, T_dec, w)
+        else:
+            mixed = torch.bmm(probs.reshape(b, heads * t_dec, t_enc), d_enc)            # (B, H T_dec, d)
+            mixed = mixed.view(b, heads, t_dec, d).transpose(0, 1).reshape(heads, b * t_dec, d)
+            context = torch.bmm(mixed, value.view(heads, width, d).transpose(1, 2))     # (H, B T_dec, w)
+            context = context.view(heads, b, t_dec, width).transpose(0, 1)              # (B, H, T_dec, w)
+        return F.linear(context.transpose(1, 2).reshape(b, t_dec, attn.inner_dim), output)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The frozen LM head on (corrected) decoder states, as the model's own forward applies it."""
