@@ -56,6 +56,7 @@ single_variants=(
   "plain-warmup0.2|--pooling mean --mixing none --warmup-ratio 0.2"
   "plain-clip5|--pooling mean --mixing none --max-grad-norm 5"
   "plain-r256-lr1e-2|--pooling mean --mixing none --rnn-dim 256 --lr 1e-2"
+  "attention|--pooling attention --mixing none"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"

@@ -14,6 +14,7 @@ variants=(
   "mean-max|--pooling mean_max"
   "stride2|--layer-stride 2"
   "mean-max-stride2|--pooling mean_max --layer-stride 2"
+  "attention|--pooling attention"
 )
 mkdir -p "$OUT/logs" "$OUT/runs"
 for seed in $SEEDS; do

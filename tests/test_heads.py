@@ -37,3 +37,22 @@ def test_mean_max_pooling_reads_the_mean_and_the_strongest_real_token():
     assert torch.equal(positions_read(mask, "mean_max"), mask.bool())  # READ corrects every real token
     head = ClassificationHead(8, 2, pooling="mean_max")
     assert head.classifier.in_features == 16 and head(torch.randn(2, 4, 8), torch.ones(2, 4)).shape == (2, 2)
+
+
+def test_attention_pooling_starts_as_the_mean_and_learns_which_tokens_count():
+    hidden = torch.tensor([[[1.0, -2.0], [3.0, -4.0], [100.0, 100.0]]])  # the last position is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(positions_read(mask, "attention"), mask.bool())  # READ corrects every real token
+    head = ClassificationHead(2, 2, pooling="attention")
+    torch.testing.assert_close(pool(hidden, mask, "attention", query=head.query), pool(hidden, mask, "mean"))
+    with torch.no_grad():
+        head.query.copy_(torch.tensor([10.0, 0.0]))  # favours the first feature: the second token (3.0)
+    weights = torch.tensor([1.0, 3.0]).mul(10).softmax(0)
+    torch.testing.assert_close(pool(hidden, mask, "attention", query=head.query),
+                               (weights[:, None] * hidden[0, :2]).sum(0, keepdim=True))
+    assert head(torch.randn(2, 4, 2), torch.ones(2, 4)).shape == (2, 2)
+    head.query.grad = None
+    head(hidden, mask).sum().backward()
+    assert head.query.grad is not None and head.query.grad.abs().sum() > 0  # the query trains
+    with pytest.raises(ValueError, match="learned query"):
+        pool(hidden, mask, "attention")

@@ -287,6 +287,7 @@ def test_a_layer_stride_reads_every_kth_layer_down_from_the_last():
     (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, joiner="projection")),
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, bidirectional=True)),
     (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, bidirectional=True, joiner="projection")),
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, pooling="attention")),
 ])
 def test_trainable_parameter_estimate_is_exact(make, config):
     from readapt.model import trainable_parameters

@@ -85,6 +85,20 @@ def test_separately_encoded_pairs_train_for_every_method(tiny_model_dir, pair_fi
     assert json.loads(capsys.readouterr().out)["prediction"] in ("yes", "no")
 
 
+@pytest.mark.parametrize("method", ["read", "full"])
+def test_attention_pooling_trains_its_query_saves_and_predicts(tiny_model_dir, pair_files, tmp_path, capsys, method):
+    common = _common(tiny_model_dir, pair_files, method=method, pooling="attention", pair_encoding="joint", lr=1e-2)
+    metrics = train(TrainArgs(output=str(tmp_path / "run"), **common), argv=["t"])
+    assert 0 <= metrics["validation"]["accuracy"] <= 1
+    if method == "read":
+        query = load_file(str(tmp_path / "run" / "read_model.safetensors"))["head.query"]
+        assert query.shape == (32,) and query.abs().sum() > 0  # trained away from its zero start
+        assert json.loads((tmp_path / "run" / "read_config.json").read_text())["pooling"] == "attention"
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "run"), "--split", "validation", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
+
+
 def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     from readapt.data import TaskSpec
     from readapt.train import separate_pairs
@@ -140,7 +154,7 @@ def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):
     (["--pair-encoding", "separate", "--pooling", "mean"], "--pair-encoding separate compares the two texts"),
     (["--pair-encoding", "both"], "--pair-encoding both: choose one of joint, separate"),
     (["--pooling", "pair"], "--pooling pair reads two texts per example"),
-    (["--pooling", "max"], "--pooling max: choose one of cls, mean, mean_max, last, pair"),
+    (["--pooling", "max"], "--pooling max: choose one of cls, mean, mean_max, attention, last, pair"),
     (["--mixing", "conv"], "--mixing conv: choose one of none, attention"),
     (["--mixing", "attention", "--method", "probe"], "--mixing attention is a READ option"),
 ])

@@ -23,7 +23,7 @@ CARD_NAME = "README.md"  # the model card save_pretrained writes (readapt/card.p
 TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
 RNN_TYPES = ("gru", "lstm", "rnn")
 AGGREGATIONS = ("mean", "last")
-POOLINGS = ("cls", "mean", "mean_max", "last", "pair")
+POOLINGS = ("cls", "mean", "mean_max", "attention", "last", "pair")
 MIXINGS = ("none", "attention")
 JOINERS = ("norm", "projection")
 
@@ -111,7 +111,9 @@ class ReadConfig:
         default=None,
         metadata={"help": "SEQ_CLS only: which positions the head reads: cls (first token), mean "
                           "(over real tokens), mean_max (the mean and the per-feature max over real "
-                          "tokens, 2d features), last (last real token) or pair (two-text inputs: the "
+                          "tokens, 2d features), attention (real tokens weighed by a softmax of their "
+                          "dot product with a learned query, zero at first: mean pooling until it "
+                          "learns), last (last real token) or pair (two-text inputs: the "
                           "mean u of the first text's tokens and v of the second's, read as "
                           "[u, v, |u-v|, u*v]). None picks mean for encoders and encoder-decoders, "
                           "last for decoder-only models."},

@@ -13,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+CHOICES = "cls, mean, mean_max, attention, last or pair"
+
+
 def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Boolean (B, T) mask of the positions a head with this pooling looks at.
 
@@ -20,7 +23,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     a CLS-pooled head costs one RNN sequence per example instead of one per token.
     """
     mask = attention_mask.bool()
-    if pooling in ("mean", "mean_max", "pair"):
+    if pooling in ("mean", "mean_max", "pair", "attention"):
         return mask
     read = torch.zeros_like(mask)
     rows = torch.arange(mask.shape[0], device=mask.device)
@@ -29,7 +32,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     elif pooling == "last":
         read[rows, last_token_index(attention_mask)] = True
     else:
-        raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, mean_max, last or pair")
+        raise ValueError(f"unknown pooling {pooling!r}: choose {CHOICES}")
     return read
 
 
@@ -40,10 +43,18 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
-         segment_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(B, T, d) states -> (B, d) by the head's pooling ((B, 4d) for pair pooling)."""
+         segment_ids: Optional[torch.Tensor] = None, query: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, T, d) states -> (B, d) by the head's pooling ((B, 4d) for pair pooling). Attention
+    pooling weighs the real tokens by a softmax of their dot product with the learned ``query``."""
     if pooling == "mean":
         return _masked_mean(hidden, attention_mask)
+    if pooling == "attention":
+        # A learned query picks the tokens that matter (a sentiment word, a negation) instead of
+        # weighing all alike; a zero query weighs them alike, so the head starts as mean pooling.
+        if query is None:
+            raise ValueError("attention pooling needs the head's learned query")
+        scores = (hidden @ query.to(hidden.dtype)).masked_fill(~attention_mask.bool(), float("-inf"))
+        return (scores.softmax(-1).unsqueeze(-1) * hidden).sum(1)
     if pooling == "pair":
         # Sentence-pair features as in InferSent / Sentence-BERT: each text pooled on its own,
         # then compared explicitly, so the head need not learn the comparison from one mean.
@@ -68,7 +79,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
     if pooling == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
-    raise ValueError(f"unknown pooling {pooling!r}: choose cls, mean, mean_max, last or pair")
+    raise ValueError(f"unknown pooling {pooling!r}: choose {CHOICES}")
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -82,18 +93,20 @@ def pooled_size(hidden_size: int, pooling: str) -> int:
 
 class ClassificationHead(nn.Module):
     """pool -> dropout -> linear. ``num_labels == 1`` is regression (MSE), else cross-entropy.
-    Pair pooling reads 4d features, mean_max 2d (see :func:`pool`)."""
+    Pair pooling reads 4d features, mean_max 2d; attention pooling learns a d-wide query, zero at
+    first (see :func:`pool`)."""
 
     def __init__(self, hidden_size: int, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
         super().__init__()
         self.pooling = pooling
         self.num_labels = num_labels
+        self.query = nn.Parameter(torch.zeros(hidden_size)) if pooling == "attention" else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(pooled_size(hidden_size, pooling), num_labels)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
                 segment_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        pooled = pool(hidden, attention_mask, self.pooling, segment_ids)
+        pooled = pool(hidden, attention_mask, self.pooling, segment_ids, self.query)
         return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

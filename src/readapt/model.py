@@ -422,8 +422,8 @@ def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_l
 
     mixer = 4 * r * r + 4 * r + 2 * r if config.mixing == "attention" else 0  # q/k/v/out + biases, LayerNorm
     total = side(cross=kind == "seq2seq") + mixer + (side(cross=False) if kind == "seq2seq" else 0)
-    features = pooled_size(d, config.pooling or "mean")
-    return total + (0 if num_labels is None else features * num_labels + num_labels)
+    features, query = pooled_size(d, config.pooling or "mean"), d if config.pooling == "attention" else 0
+    return total + (0 if num_labels is None else features * num_labels + num_labels + query)
 
 
 def check_trainable_size(config: ReadConfig, d: int, norm: str, kind: str, num_labels: Optional[int]) -> None:

@@ -114,7 +114,8 @@ class TrainArgs:
                 "parameters and cost), so each layer's output also sees the layers above it"})
     aggregation: str = field(default="mean", metadata={"help": "READ: mean or last over depth"})
     pooling: Optional[str] = field(default=None, metadata={
-        "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), last, or pair for two-text "
+        "help": "head pooling: cls, mean, mean_max ([mean, max] over the tokens), attention (tokens weighed by a "
+                "learned query), last, or pair for two-text "
                 "tasks ([u, v, |u-v|, u*v] of the two texts' means) (default: pair for separately encoded pairs, "
                 "last for decoder-only models, else mean)"})
     pair_encoding: Optional[str] = field(default=None, metadata={

@@ -27,7 +27,7 @@ class HeadSpec:
     """The task head every method ends in (see heads.ClassificationHead)."""
 
     num_labels: int          # 1 = regression
-    pooling: str = "mean"    # cls | mean | mean_max | last | pair
+    pooling: str = "mean"    # cls | mean | mean_max | attention | last | pair
     dropout: float = 0.1
 
 
