@@ -202,6 +202,12 @@ def init_world() -> World:
                  int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def close_world(world: World) -> None:
+def close_world(world: World, together: bool = False) -> None:
+    """Leave the torchrun group. ``together`` (this rank finished without an error): wait for every
+    rank first, so that all tear the group down at once. The other ranks finish before rank 0, which
+    still scores the run and writes metrics.json; a rank that left alone while a peer still held its
+    connections was seen to abort in gloo's teardown now and then."""
     if world.size > 1 and torch.distributed.is_initialized():
+        if together:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()

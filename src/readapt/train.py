@@ -511,18 +511,22 @@ def train(args: TrainArgs, argv: Optional[list[str]] = None) -> dict:
     its shard of each batch and rank 0 holds the folder (distributed.py); the other ranks return {}."""
     check_args(args)
     world = init_world()
+    finished = False
     try:
         if not world.is_main:
             with world.all_or_none():  # rank 0 opens the folder: wait for its verdict
                 pass
-            return _train(args, rundir.Follower(Path(args.output)), argv, world)
-        with world.all_or_none():
-            opened = rundir.open_run(args)
-            run = opened.__enter__()
-        with contextlib.closing(run):
-            return _train(args, run, argv, world)
+            metrics = _train(args, rundir.Follower(Path(args.output)), argv, world)
+        else:
+            with world.all_or_none():
+                opened = rundir.open_run(args)
+                run = opened.__enter__()
+            with contextlib.closing(run):
+                metrics = _train(args, run, argv, world)
+        finished = True
+        return metrics
     finally:
-        close_world(world)
+        close_world(world, together=finished)
 
 
 def _train(args: TrainArgs, run: rundir.Run, argv: Optional[list[str]], world: World = SINGLE) -> dict:
