@@ -74,6 +74,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="readapt-t5-cache-") as tmp:
         model = model_dir(Path(tmp) / "t5-small-random")
         runs = {mode: run(model, Path(tmp) / mode, mode, Path(tmp) / "cache", args) for mode in ("off", "on")}
+    # the runs' paths lay in a temporary folder that is gone: recorded as $TMP, not as this machine's path
+    runs = json.loads(json.dumps(runs).replace(tmp, "$TMP"))
     live, cached = (statistics.median(epoch_seconds(runs[mode])) for mode in ("off", "on"))
     select = next(iter(runs["off"]["validation"]))
     lines = [f"T5 (t5-small's shape, random weights), text-to-text {args.task}, {args.examples} training examples, "
