@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-CHOICES = "cls, mean, mean_max, attention, last or pair"
+from readapt.config import POOLINGS
 
 
 def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -32,7 +31,7 @@ def positions_read(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     elif pooling == "last":
         read[rows, last_token_index(attention_mask)] = True
     else:
-        raise ValueError(f"unknown pooling {pooling!r}: choose {CHOICES}")
+        raise ValueError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
     return read
 
 
@@ -79,7 +78,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
     if pooling == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         return hidden[rows, last_token_index(attention_mask)]
-    raise ValueError(f"unknown pooling {pooling!r}: choose {CHOICES}")
+    raise ValueError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
 
 
 def _masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
