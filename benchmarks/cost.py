@@ -66,6 +66,9 @@ ENCODER_ROWS = {
     "READ (paper Joiner, every 2nd layer), mean pooling": Row("read", {**PAPER, "layer_stride": 2}, on_request=True),
     "READ (paper Joiner, every 2nd layer), mean pooling, states given":
         Row("read", {**PAPER, "layer_stride": 2}, "mean", True, on_request=True),
+    # r = 96: READ's default for single texts on the command line (README, "What we tried")
+    "READ (paper Joiner, r=96), mean pooling": Row("read", {**PAPER, "rnn_dim": 96}),
+    "READ (paper Joiner, r=96), mean pooling, states given": Row("read", {**PAPER, "rnn_dim": 96}, "mean", True),
     "READ (projecting Joiner), mean pooling": Row("read", PROJECTION),
     "READ (projecting Joiner), mean pooling, states given": Row("read", PROJECTION, "mean", True),
     "READ (paper Joiner) + top layer trained (hybrid, not READ), mean pooling": Row("read_top", PAPER),

@@ -15,6 +15,8 @@ mkdir -p "$OUT/side_float32"
 .venv/bin/python benchmarks/cost.py --shape minilm --rows READ --side-dtype float32 --out "$OUT/side_float32/minilm.md"
 .venv/bin/python benchmarks/cost.py --shape minilm --pairs --rows READ --side-dtype float32 \
   --out "$OUT/side_float32/minilm_pairs.md"
+# a repeat of the single-sentence default's rows (r = 96), to show the run-to-run spread of its ratios
+.venv/bin/python benchmarks/cost.py --shape minilm --rows "r=96" --out "$OUT/single_r96_repeat.md"
 # the paper's network on every second layer (--layer-stride 2; a tie on single sentences' validation)
 .venv/bin/python benchmarks/cost.py --shape minilm --rows "paper Joiner), mean|every 2nd layer), mean" \
   --out "$OUT/single_stride2.md"

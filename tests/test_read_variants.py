@@ -116,18 +116,45 @@ def test_read_encodes_pairs_separately_by_default_unless_told_otherwise():
     assert separate_pairs(args(method="full", pair_encoding="separate"), pairs, text_to_text=False)
 
 
-def test_separate_pairs_default_to_a_projecting_gru_on_every_second_layer_only():
+def test_read_defaults_per_input_a_projecting_gru_for_separate_pairs_r96_for_single_texts():
     from readapt.train import side_network
 
     args = lambda **kw: TrainArgs(model="m", output="o", **kw)  # noqa: E731
-    assert side_network(args(), separate=True) == {"joiner": "projection", "rnn_type": "gru", "layer_stride": 2}
-    # single sentences, joint pairs: the paper's Joiner, an LSTM, every layer (ReadConfig's default)
-    assert side_network(args(), separate=False) == {"joiner": "norm", "rnn_type": "lstm", "layer_stride": None}
-    given = {"joiner": "norm", "rnn_type": "lstm", "layer_stride": 1}  # flags win
+    assert side_network(args(), separate=True) == {"joiner": "projection", "rnn_type": "gru", "rnn_dim": 128,
+                                                   "layer_stride": 2}
+    # single sentences, joint pairs: the paper's Joiner, an LSTM, every layer, r = 96 (validation's tie)
+    assert side_network(args(), separate=False) == {"joiner": "norm", "rnn_type": "lstm", "rnn_dim": 96,
+                                                    "layer_stride": None}
+    # language-model tasks were not validated: the paper's network, r = 128 (ReadConfig's default)
+    for task_type in ("causal_lm", "seq2seq_lm"):
+        assert side_network(args(task_type=task_type), separate=False)["rnn_dim"] == ReadConfig().rnn_dim == 128
+    given = {"joiner": "norm", "rnn_type": "lstm", "rnn_dim": 64, "layer_stride": 1}  # flags win
     assert side_network(args(**given), separate=True) == given
-    assert side_network(args(joiner="projection", rnn_type="gru", layer_stride=3), separate=False) == {
-        "joiner": "projection", "rnn_type": "gru", "layer_stride": 3}
+    assert side_network(args(joiner="projection", rnn_type="gru", rnn_dim=200, layer_stride=3), separate=False) == {
+        "joiner": "projection", "rnn_type": "gru", "rnn_dim": 200, "layer_stride": 3}
     assert side_network(args(layers=[1, 2]), separate=True)["layer_stride"] is None  # --layers says which
+
+
+def test_a_run_loads_into_the_side_network_it_trained_whatever_todays_default(tiny_model_dir, tmp_path):
+    """A run that left r to the default (run_config.json: rnn_dim null) loads the r its read_config.json
+    recorded, so a later change of the default never lands its weights on another network."""
+    from readapt.train import load_run
+
+    (tmp_path / "train.csv").write_text("text,label\n" + "good film,pos\nbad film,neg\n" * 6)
+    common = dict(model=tiny_model_dir, train_file=str(tmp_path / "train.csv"), epochs=1, batch_size=4,
+                  max_length=16, device="cpu")
+    train(TrainArgs(output=str(tmp_path / "run"), **common), argv=["t"])
+    assert json.loads((tmp_path / "run" / "run_config.json").read_text())["args"]["rnn_dim"] is None
+    assert json.loads((tmp_path / "run" / "read_config.json").read_text())["rnn_dim"] == 96  # today's default
+    state = load_file(str(tmp_path / "run" / "read_model.safetensors"))
+    assert state["side.rnn.weight_hh_l0"].shape == (4 * 96, 96)
+    # the same run as if trained when the default was r = 128: loads a 128-wide network
+    train(TrainArgs(output=str(tmp_path / "old"), rnn_dim=128, **common), argv=["t"])
+    run_config = json.loads((tmp_path / "old" / "run_config.json").read_text())
+    run_config["args"]["rnn_dim"] = None
+    (tmp_path / "old" / "run_config.json").write_text(json.dumps(run_config))
+    model = load_run(tmp_path / "old", device="cpu")[0]
+    assert model.side.rnn.hidden_size == 128
 
 
 def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):

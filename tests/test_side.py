@@ -276,3 +276,17 @@ def test_side_dtype_auto_is_bfloat16_on_cpus_with_amx_only(monkeypatch):
     assert side_dtype("float32", "cpu") is None
     with pytest.raises(ValueError, match="side dtype 'float16': choose one of auto, float32, bfloat16"):
         side_dtype("float16", "cpu")
+
+
+def test_token_states_gather_the_read_positions_layer_by_layer_in_any_part():
+    layers = [torch.randn(3, 5, 4) for _ in range(2)]
+    read = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 1, 0]], dtype=torch.bool)
+    tokens = TokenStates(layers, read)
+    expected = torch.stack([layer[read] for layer in layers])                       # (L, M, d), row-major
+    assert len(tokens) == 9
+    assert torch.equal(tokens.take(0, 9), expected)
+    assert torch.equal(torch.cat([tokens.take(0, 4), tokens.take(4, 9)], dim=1), expected)
+    top = layers[1].clone().requires_grad_()                                         # read_top trains it
+    taken = TokenStates([layers[0], top], read).take(2, 7)
+    taken.sum().backward()
+    assert torch.equal(taken.detach(), expected[:, 2:7]) and top.grad[read].sum() == 5 * 4

@@ -56,6 +56,9 @@ from readapt.state_cache import CACHE_DTYPES, CACHE_MODES, check_gib, use_state_
 
 RUN_CONFIG = rundir.RUN_CONFIG
 METRICS = rundir.METRICS
+# READ's hidden size r on the command line: the paper's network (ReadConfig's default), and the one
+# validation chose for classifying single texts (README, "What we tried": a tie, and cheaper)
+RNN_DIM, SINGLE_RNN_DIM = ReadConfig.rnn_dim, 96
 
 
 class TrainingError(RuntimeError):
@@ -92,7 +95,9 @@ class TrainArgs:
     rnn_type: Optional[str] = field(default=None, metadata={
         "help": "READ: lstm, gru or rnn (default, chosen on validation: gru for separately encoded pairs, "
                 "lstm otherwise)"})
-    rnn_dim: int = field(default=128, metadata={"help": "READ: hidden size r of the side RNN"})
+    rnn_dim: Optional[int] = field(default=None, metadata={
+        "help": f"READ: hidden size r of the side RNN (default, chosen on validation: {SINGLE_RNN_DIM} for classification "
+                f"of single texts and jointly encoded pairs, {RNN_DIM} otherwise, the paper's)"})
     layers: Optional[list[int]] = field(default=None, metadata={"help": "READ: backbone layers read (default all)"})
     layer_stride: Optional[int] = field(default=None, metadata={
         "help": "READ: read every k-th backbone layer, counted down from the last (2 on 6 layers: 2, 4, 6); "
@@ -219,7 +224,7 @@ def check_args(args: TrainArgs) -> None:
               ("eval_batch_size", 1, 65_536), ("rnn_dim", 1, MAX_RNN_DIM), ("save_every", 0, 10**9)]
     for name, low, high in limits:
         value = getattr(args, name)
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise ValueError(f"--{name.replace('_', '-')} {value} is out of range: use {low}..{high}")
     if args.lr is not None and not (0 < args.lr <= 10 and math.isfinite(args.lr)):
         raise ValueError(f"--lr {args.lr} is out of range: use a positive learning rate <= 10 (e.g. 1e-3)")
@@ -286,7 +291,7 @@ def check_args(args: TrainArgs) -> None:
         raise ValueError(f"--side-dtype is a READ option; drop it for --method {args.method}")
     if args.bidirectional and not reads_side(args):
         raise ValueError(f"--bidirectional is a READ option; drop it for --method {args.method}")
-    if args.bidirectional and (args.rnn_dim % 2 or args.aggregation != "mean"):
+    if args.bidirectional and ((args.rnn_dim or 0) % 2 or args.aggregation != "mean"):
         raise ValueError(f"--bidirectional runs --rnn-dim/2 per direction and averages over depth: use an even "
                          f"--rnn-dim (got {args.rnn_dim}) and --aggregation mean (got {args.aggregation})")
     if args.joiner is not None and args.joiner not in JOINERS:
@@ -392,13 +397,17 @@ def max_memory_limits(entries: Optional[list[str]]) -> Optional[dict]:
 
 
 def side_network(args: TrainArgs, separate: bool) -> dict[str, Any]:
-    """--joiner, --rnn-type and --layer-stride, else READ's defaults, chosen on validation like the
-    pair encoding (README, "What we tried"): among side networks that tie, the cheapest.
+    """--joiner, --rnn-type, --rnn-dim and --layer-stride, else READ's defaults, chosen on validation
+    like the pair encoding (README, "What we tried"): among side networks that tie, the cheapest.
     Separately encoded pairs: the projecting Joiner, a GRU and every second layer (each ties the
     paper's choice on the pair tasks' validation and costs less). Single sentences: the paper's
-    Joiner (CoLA), an LSTM and every layer (Rotten Tomatoes)."""
+    Joiner (CoLA), an LSTM and every layer (Rotten Tomatoes), r = 96 for classification (a tie with
+    the paper's 128 on SST-2, CoLA and Rotten Tomatoes, 0.75x its input map; language-model tasks
+    were not validated and keep 128)."""
+    single_classifier = args.task_type == "classification" and not separate
     return {"joiner": args.joiner or ("projection" if separate else "norm"),
             "rnn_type": args.rnn_type or ("gru" if separate else "lstm"),
+            "rnn_dim": args.rnn_dim or (SINGLE_RNN_DIM if single_classifier else RNN_DIM),
             "layer_stride": args.layer_stride or (2 if separate and args.layers is None else None)}
 
 
@@ -916,12 +925,12 @@ def load_run(run_dir: str | Path, device: str = "auto"):
 
 def with_saved_side_network(args: TrainArgs, run_dir: Path) -> TrainArgs:
     """A READ run's side network as it was trained: the choices the run left to readapt's defaults
-    (--rnn-type, --joiner, --layer-stride unset) taken from its read_config.json, so a run trained
+    (--rnn-type, --joiner, --rnn-dim, --layer-stride unset) taken from its read_config.json, so a run trained
     before a default changed loads into the network it trained, not today's default."""
     if args.method != "read" or not (run_dir / CONFIG_NAME).is_file():
         return args  # not READ, or no weights yet: load_trained says so
     saved = ReadConfig.from_pretrained(run_dir)
-    chosen = {"rnn_type": saved.rnn_type, "joiner": saved.joiner}
+    chosen = {"rnn_type": saved.rnn_type, "joiner": saved.joiner, "rnn_dim": saved.rnn_dim}
     if args.layers is None and saved.layers is None:
         chosen["layer_stride"] = saved.layer_stride
     return dataclasses.replace(args, **{k: v for k, v in chosen.items() if getattr(args, k) is None})
