@@ -61,6 +61,7 @@ single_variants=(
   "attention|--pooling attention --mixing none"
   "plain-r64|--pooling mean --mixing none --rnn-dim 64"
   "plain-r96|--pooling mean --mixing none --rnn-dim 96"
+  "attention-r96|--pooling attention --mixing none --rnn-dim 96"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"

@@ -19,6 +19,7 @@ variants=(
   "attention|--pooling attention"
   "r64|--rnn-dim 64"
   "r96|--rnn-dim 96"
+  "attention-r96|--pooling attention --rnn-dim 96"
 )
 mkdir -p "$OUT/logs" "$OUT/runs"
 for seed in $SEEDS; do

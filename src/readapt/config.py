@@ -57,7 +57,9 @@ class ReadConfig:
     rnn_dim: int = field(
         default=128,
         metadata={"help": "Hidden size r of the side RNN. The side network's size depends on r and "
-                          "the backbone's width, never on its depth."},
+                          "the backbone's width, never on its depth. 128 is the paper's; readapt train "
+                          "uses 96 to classify single texts, a validation tie that costs less (README, "
+                          "'What we tried')."},
     )
     layers: Optional[list[int]] = field(
         default=None,
