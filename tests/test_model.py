@@ -523,3 +523,26 @@ def test_t5_loss_and_gradients_are_the_same_when_every_target_position_is_scored
     assert grads.keys() == padded_grads.keys() and len(grads) > 4
     for name, grad in grads.items():
         torch.testing.assert_close(grad, padded_grads[name], msg=name)
+
+
+@pytest.mark.parametrize("mixing", ["none", "attention"])
+def test_mean_pooling_maps_the_mean_side_summary_once_with_the_same_logits(mixing):
+    """Mean pooling reads mean(phi_N + correction) = mean(phi_N) + W_out(mean(h)): the model's fast
+    path gives the logits (and gradients) of correcting every token, then pooling."""
+    torch.manual_seed(0)
+    model = get_read_model(tiny_bert(), ReadConfig(num_labels=3, rnn_dim=8, mixing=mixing, output_scale=0.5))
+    model.eval()
+    with torch.no_grad():
+        model.side.out.weight.normal_()                      # a correction that is not zero
+    ids = torch.randint(5, 90, (4, 7))
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6])
+    states = model.backbone_states(input_ids=ids, attention_mask=mask)
+    per_token = model.head(model.corrected_final_state(states, mask.bool()), mask)    # correct, then pool
+    fast = model(states=states)                                                       # pool, then W_out
+    torch.testing.assert_close(fast.logits, per_token, rtol=1e-5, atol=1e-6)
+    per_token.sum().backward()
+    slow_grads = [p.grad.clone() for p in model.side.parameters()]
+    model.zero_grad()
+    model(states=states).logits.sum().backward()
+    for slow, quick in zip(slow_grads, (p.grad for p in model.side.parameters())):
+        torch.testing.assert_close(quick, slow, rtol=1e-4, atol=1e-6)

@@ -105,7 +105,10 @@ class ClassificationHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
                 segment_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        pooled = pool(hidden, attention_mask, self.pooling, segment_ids, self.query)
+        return self.classify(pool(hidden, attention_mask, self.pooling, segment_ids, self.query))
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits of pooled features (what :func:`pool` returns)."""
         return self.classifier(self.dropout(pooled.to(self.classifier.weight.dtype)))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

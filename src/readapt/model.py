@@ -35,7 +35,7 @@ from readapt import card, hub
 from readapt.backbones import BackboneStates, family, load_backbone
 from readapt.checkpoint import save_tensors
 from readapt.config import CONFIG_NAME, MAX_NUM_LABELS, WEIGHTS_NAME, ConfigError, ReadConfig, short
-from readapt.heads import ClassificationHead, lm_loss, pooled_size, positions_read
+from readapt.heads import ClassificationHead, lm_loss, pool, pooled_size, positions_read
 from readapt.inputs import InputFileError, check_user_file, human_bytes
 from readapt.side import SideNetwork, TokenStates
 
@@ -178,6 +178,15 @@ class ReadModel(nn.Module):
         where = (tokens.rows, tokens.cols)                                               # the M positions read
         return final.to(correction.dtype).index_put(where, final[where].to(correction.dtype) + correction)
 
+    def corrected_mean(self, states: BackboneStates) -> torch.Tensor:
+        """(B, d): mean pooling of phi_N + correction over each row's real tokens, computed as
+        mean(phi_N) + mean(correction) (SideNetwork.mean_correction: W_out runs once per example,
+        not once per token; the head reads the same features, to rounding)."""
+        read = states.attention_mask.bool()
+        tokens = TokenStates([states.hidden_states[i] for i in self.layers], read)
+        correction = self.side.mean_correction(tokens, read)                             # (B, d)
+        return pool(states.hidden_states[-1].to(correction.dtype), states.attention_mask, "mean") + correction
+
     def states_read(self, states: BackboneStates) -> BackboneStates:
         """``states`` with None for every layer nothing here reads, so those are freed before the side
         network runs: the layers read, the final state and, for T5, the decoder's embeddings (the
@@ -206,8 +215,11 @@ class ReadModel(nn.Module):
 
     def _classify(self, states: BackboneStates, labels, segment_ids=None):
         mask = states.attention_mask
-        final = self.corrected_final_state(states, positions_read(mask, self.head.pooling))
-        logits = self.head(final, mask, segment_ids)
+        if self.head.pooling == "mean" and self.correction_enabled:
+            logits = self.head.classify(self.corrected_mean(states))
+        else:
+            final = self.corrected_final_state(states, positions_read(mask, self.head.pooling))
+            logits = self.head(final, mask, segment_ids)
         loss = self.head.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

@@ -262,11 +262,30 @@ class SideNetwork(nn.Module):
 
     def forward(self, states: States, cross: Optional[torch.Tensor] = None,
                 read: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self._in_compute_dtype(self._forward, states, cross, read)
+
+    def mean_correction(self, states: States, read: torch.Tensor) -> torch.Tensor:
+        """(B, d): each row's mean over its ``read`` tokens of :meth:`forward`'s correction, what a
+        mean-pooling head reads of it. W_out is linear, so it maps each row's mean RNN summary once
+        instead of mapping every token's and averaging those: the same value (to rounding), and the
+        output map's matrix products shrink from one row per token to one per example."""
+        return self._in_compute_dtype(self._mean_correction, states, read)
+
+    def _in_compute_dtype(self, fn, *args) -> torch.Tensor:
         weights = self.out.weight
         if self.compute_dtype is None or self.compute_dtype == weights.dtype:
-            return self._forward(states, cross, read)
+            return fn(*args)
         with torch.autocast(weights.device.type, dtype=self.compute_dtype):
-            return self._forward(states, cross, read).to(weights.dtype)
+            return fn(*args).to(weights.dtype)
+
+    def _mean_correction(self, states: States, read: torch.Tensor) -> torch.Tensor:
+        h = self._chunked(self._summary, states, None)                                  # (M, r)
+        if self.mixer is not None:
+            h = self.mixer(h, read)
+        rows = read.nonzero(as_tuple=True)[0]
+        # the sum in float32: a bfloat16 sum over a long row's tokens would round away its small terms
+        sums = torch.zeros(read.shape[0], h.shape[-1], device=h.device).index_add_(0, rows, h.float())
+        return scaled(self.out(sums / read.sum(1, keepdim=True).clamp(min=1)), self.output_scale)
 
     def _forward(self, states: States, cross: Optional[torch.Tensor], read: Optional[torch.Tensor]) -> torch.Tensor:
         if self.mixer is None:  # every token on its own: W_out can be part of the chunked pass
