@@ -21,6 +21,7 @@ SINGLE_TASKS="glue/sst2 glue/cola"
 # name|flags; pair pooling needs two texts, so single-sentence tasks get the other variants only
 pair_variants=(
   "plain|--pooling mean --mixing none"
+  "plain-r96|--pooling mean --mixing none --rnn-dim 96"
   "mixing|--pooling mean --mixing attention"
   "pair|--pooling pair --mixing none"
   "mixing-pair|--pooling pair --mixing attention"
