@@ -143,6 +143,14 @@ def block_shapes(describe: dict, tokens: int, targets: int) -> list[tuple[int, .
             (len(describe["cross_layers"]), describe["heads"], targets, tokens)]
 
 
+def block_lengths(blocks: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+    """(real tokens, target tokens) of one sequence's blocks: the inverse of :func:`block_shapes`."""
+    if len(blocks) == 1:
+        return blocks[0].shape[1], 0
+    decoder, encoder, _cross = blocks
+    return encoder.shape[1], decoder.shape[1]
+
+
 def _hub_snapshot(name: str) -> Optional[Path]:
     """The local snapshot folder of a Hub model id (its commit's files), if it is in the HF cache."""
     from huggingface_hub import try_to_load_from_cache
@@ -273,9 +281,7 @@ def _write_part(folder: Path, states: Iterator[tuple[int, tuple[torch.Tensor, ..
     try:
         for i, blocks in states:
             shard, offset = writer.write(blocks)
-            # (real tokens, target tokens): an encoder-decoder's blocks are decoder, encoder, cross-attention
-            lengths = (blocks[0].shape[1], 0) if len(blocks) == 1 else (blocks[1].shape[1], blocks[0].shape[1])
-            index[i] = (shard, offset, *lengths)
+            index[i] = (shard, offset, *block_lengths(blocks))
         return index, writer.close()
     finally:
         writer.abort()
