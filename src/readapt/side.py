@@ -183,8 +183,8 @@ class TokenStates:
         index = self.flat[start:stop]
         if torch.is_grad_enabled() and any(layer.requires_grad for layer in self.layers):  # read_top's top layer
             return torch.stack([layer.index_select(0, index) for layer in self.layers])
-        # Frozen states: gathered straight into one (L, n, d) block, 3x faster than stacking the
-        # gathered layers (a cached step spends about a tenth of its time here otherwise)
+        # Frozen states: gathered straight into one (L, n, d) block, each value copied once (a gather
+        # per layer and then a stack copies it twice, and two-tensor indexing is the slower gather)
         first = self.layers[0]
         out = first.new_empty(len(self.layers), index.numel(), first.shape[-1])
         for layer, rows in zip(self.layers, out):
