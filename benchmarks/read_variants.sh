@@ -11,6 +11,7 @@
 #   e.g. bash benchmarks/read_variants.sh benchmarks/results/read_variants "0 1 2" "plain pair" "glue/stsb"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/finished.sh
 OUT=${1:-benchmarks/results/read_variants}
 SEEDS=${2:-0 1 2}
 ONLY=${3:-}
@@ -63,10 +64,11 @@ single_variants=(
   "plain-r64|--pooling mean --mixing none --rnn-dim 64"
   "plain-r96|--pooling mean --mixing none --rnn-dim 96"
   "attention-r96|--pooling attention --mixing none --rnn-dim 96"
+  "mixing-rnn-r96|--pooling mean --mixing rnn --rnn-dim 96"
 )
 run() {  # task seed name flags
   local dir="$OUT/runs/${1//\//-}__$3__s$2"
-  [ -f "$dir/metrics.json" ] && return 0
+  finished "$dir" "$OUT" && return 0
   [ -n "$ONLY" ] && [[ " $ONLY " != *" $3 "* ]] && return 0
   [ -n "$ONLY_TASKS" ] && [[ " $ONLY_TASKS " != *" $1 "* ]] && return 0
   mkdir -p "$OUT/logs"

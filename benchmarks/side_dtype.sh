@@ -10,6 +10,7 @@
 # Usage: bash benchmarks/side_dtype.sh [output dir] ["seeds"] ["tasks"] ["variant names"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/finished.sh
 OUT=${1:-benchmarks/results/side_dtype}
 SEEDS=${2:-0 1 2}
 TASKS=${3:-rotten_tomatoes glue/sst2 glue/cola glue/stsb glue/mrpc glue/rte}
@@ -23,7 +24,7 @@ variants=(
 mkdir -p "$OUT/logs" "$OUT/runs"
 cell() {  # task seed name flags...
   local name="${1//\//-}__$3__s$2" budget=(--max-train-examples 2000)
-  [ -f "$OUT/runs/$name/metrics.json" ] && return 0
+  finished "$OUT/runs/$name" "$OUT" && return 0
   [ "$1" = rotten_tomatoes ] && budget=()
   # shellcheck disable=SC2068
   TQDM_DISABLE=1 OMP_NUM_THREADS=${THREADS:-2} .venv/bin/readapt train --model "$MODEL" --task "$1" \

@@ -7,6 +7,7 @@
 #   default: glue/sst2 with K = 2 and 3;  e.g. bash benchmarks/top_layers.sh "" "glue/cola glue/rte" "2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benchmarks/finished.sh
 OUT=${1:-benchmarks/results/top_layers}
 TASKS=${2:-glue/sst2}
 KS=${3:-2 3}
@@ -16,7 +17,7 @@ for seed in 0 1 2; do
   for task in $TASKS; do
     for k in $KS; do
       name="${task//\//-}__top${k}__s${seed}"
-      [ -f "$OUT/runs/$name/metrics.json" ] && continue
+      finished "$OUT/runs/$name" "$OUT" && continue
       TQDM_DISABLE=1 .venv/bin/readapt train --model "$MODEL" --task "$task" --data-dir ../shared/data/glue \
         --method read_top --top-layers "$k" --epochs 3 --batch-size 32 --max-length 128 \
         --max-train-examples 2000 --seed "$seed" --output "$OUT/runs/$name" --overwrite \

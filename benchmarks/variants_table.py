@@ -30,13 +30,21 @@ def fmt(values: list[float]) -> str:
 
 
 def main(out: Path, variants: list[str]) -> str:
-    cells = defaultdict(list)  # (variant, task) -> records
-    found = []
+    # the committed results.jsonl first (run folders are not committed: a fresh checkout has none),
+    # then every run folder, which replaces the record of the same (variant, task, seed)
+    records = {}
+    kept = out / "results.jsonl"
+    for line in kept.read_text().splitlines() if kept.exists() else []:
+        record = json.loads(line)
+        records[(record["variant"], record["task"], record["seed"])] = record
     for path in sorted((out / "runs").glob("*/metrics.json")):
         task, variant, _seed = path.parent.name.split("__")
         record = {**json.loads(path.read_text()), "variant": variant}
-        cells[(variant, record["task"])].append(record)
-        found.append(record)
+        records[(variant, record["task"], record["seed"])] = record
+    found = list(records.values())
+    cells = defaultdict(list)  # (variant, task) -> records
+    for record in found:
+        cells[(record["variant"], record["task"])].append(record)
     # every cell's metrics.json, one per line: what the table (and glue_table.py) is made from
     (out / "results.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in found))
     tasks = [t for t in SHORT if any(t == task for _, task in cells)]

@@ -288,6 +288,8 @@ def test_a_layer_stride_reads_every_kth_layer_down_from_the_last():
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, bidirectional=True)),
     (tiny_t5, ReadConfig(task_type="SEQ_2_SEQ_LM", rnn_dim=4, bidirectional=True, joiner="projection")),
     (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, pooling="attention")),
+    (tiny_bert, ReadConfig(rnn_dim=8, num_labels=3, mixing="rnn")),
+    (tiny_bert, ReadConfig(rnn_dim=6, num_labels=2, mixing="rnn", rnn_type="gru", joiner="projection")),
 ])
 def test_trainable_parameter_estimate_is_exact(make, config):
     from readapt.model import trainable_parameters
@@ -525,7 +527,7 @@ def test_t5_loss_and_gradients_are_the_same_when_every_target_position_is_scored
         torch.testing.assert_close(grad, padded_grads[name], msg=name)
 
 
-@pytest.mark.parametrize("mixing", ["none", "attention"])
+@pytest.mark.parametrize("mixing", ["none", "attention", "rnn"])
 def test_mean_pooling_maps_the_mean_side_summary_once_with_the_same_logits(mixing):
     """Mean pooling reads mean(phi_N + correction) = mean(phi_N) + W_out(mean(h)): the model's fast
     path gives the logits (and gradients) of correcting every token, then pooling."""

@@ -39,7 +39,8 @@ def _common(model_dir, files, **extra):
                 device="cpu", **extra)
 
 
-@pytest.mark.parametrize("pooling,mixing", [("pair", "none"), ("mean", "attention"), ("pair", "attention")])
+@pytest.mark.parametrize("pooling,mixing", [("pair", "none"), ("mean", "attention"), ("pair", "attention"),
+                                            ("mean", "rnn")])
 def test_fresh_variant_is_the_backbone_and_never_differentiates_it(tiny_model_dir, pooling, mixing):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     backbone = AutoModel.from_pretrained(tiny_model_dir)
@@ -54,13 +55,14 @@ def test_fresh_variant_is_the_backbone_and_never_differentiates_it(tiny_model_di
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_mixing_and_pair_pooling_train_and_predict_end_to_end(tiny_model_dir, pair_files, tmp_path, capsys):
-    common = _common(tiny_model_dir, pair_files, pooling="pair", pair_encoding="joint", mixing="attention")
+@pytest.mark.parametrize("mixing", ["attention", "rnn"])
+def test_mixing_and_pair_pooling_train_and_predict_end_to_end(tiny_model_dir, pair_files, tmp_path, capsys, mixing):
+    common = _common(tiny_model_dir, pair_files, pooling="pair", pair_encoding="joint", mixing=mixing)
     live = train(TrainArgs(output=str(tmp_path / "live"), **common), argv=["t"])
     cached = train(TrainArgs(output=str(tmp_path / "cached"), cache_states=True, **common), argv=["t"])
     assert [h["validation"] for h in cached["history"]] == [h["validation"] for h in live["history"]]
     saved = json.loads((tmp_path / "live" / "read_config.json").read_text())
-    assert (saved["pooling"], saved["mixing"]) == ("pair", "attention")
+    assert (saved["pooling"], saved["mixing"]) == ("pair", mixing)
     capsys.readouterr()
     assert main(["predict", "--run", str(tmp_path / "live"), "--text", "a man sleeps ||| someone rests",
                  "--device", "cpu"]) == 0
@@ -182,7 +184,7 @@ def test_separate_pairs_are_two_sequences_paired_row_by_row(tiny_model_dir):
     (["--pair-encoding", "both"], "--pair-encoding both: choose one of joint, separate"),
     (["--pooling", "pair"], "--pooling pair reads two texts per example"),
     (["--pooling", "max"], "--pooling max: choose one of cls, mean, mean_max, attention, last, pair"),
-    (["--mixing", "conv"], "--mixing conv: choose one of none, attention"),
+    (["--mixing", "conv"], "--mixing conv: choose one of none, attention, rnn"),
     (["--mixing", "attention", "--method", "probe"], "--mixing attention is a READ option"),
 ])
 def test_bad_variant_options_are_one_line_errors(tiny_model_dir, tmp_path, capsys, flags, words):

@@ -94,7 +94,8 @@ def test_chunked_training_gives_the_same_correction_and_gradients(cross, rnn_typ
     (whole, whole_grads), (chunked, chunked_grads) = results
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
     for name, grad in whole_grads.items():
-        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+        # gradients here reach the thousands: float32 summation order moves them by ~1e-7 relative
+        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-5 * grad.abs().max().item(), msg=name)
 
 
 def test_chunking_bounds_the_training_memory_of_the_side_network():
@@ -173,27 +174,33 @@ def test_no_chunking_without_gradients():
 
 
 # -- token mixing ------------------------------------------------------------------------------------
-def _mixing_side(chunk_tokens=None):
+MIXERS = ("attention", "rnn")
+
+
+def _mixing_side(mixing, chunk_tokens=None):
     torch.manual_seed(0)
-    side = SideNetwork(32, rnn_dim=16, mixing="attention", chunk_tokens=chunk_tokens)
+    side = SideNetwork(32, rnn_dim=16, mixing=mixing, chunk_tokens=chunk_tokens)
     torch.nn.init.normal_(side.out.weight)
     return side
 
 
-def test_mixing_keeps_the_zero_initial_correction():
-    side = SideNetwork(16, rnn_dim=8, mixing="attention")
+@pytest.mark.parametrize("mixing", MIXERS)
+def test_mixing_keeps_the_zero_initial_correction(mixing):
+    side = SideNetwork(16, rnn_dim=8, mixing=mixing)
     read = torch.tensor([[True, True, False], [True, True, True]])
     correction = side(torch.randn(3, 5, 16), read=read)
     assert torch.equal(correction, torch.zeros(5, 16))
 
 
-def test_mixing_needs_to_know_where_the_tokens_sit():
+@pytest.mark.parametrize("mixing", MIXERS)
+def test_mixing_needs_to_know_where_the_tokens_sit(mixing):
     with pytest.raises(ValueError, match="read="):
-        _mixing_side()(torch.randn(3, 4, 32))
+        _mixing_side(mixing)(torch.randn(3, 4, 32))
 
 
-def test_mixing_relates_tokens_of_one_example_and_never_of_two():
-    side = _mixing_side()
+@pytest.mark.parametrize("mixing", MIXERS)
+def test_mixing_relates_tokens_of_one_example_and_never_of_two(mixing):
+    side = _mixing_side(mixing)
     read = torch.tensor([[True, True, True, False], [True, True, False, False]])  # 3 + 2 real tokens
     states = torch.randn(3, 5, 32)
     base = side(states, read=read)
@@ -208,22 +215,37 @@ def test_mixing_relates_tokens_of_one_example_and_never_of_two():
     torch.testing.assert_close(plain(changed)[[0, 2]], plain(states)[[0, 2]])
 
 
-def test_mixing_ignores_padding_layout():
-    """The same two examples padded to different lengths get the same corrections."""
-    side = _mixing_side()
+@pytest.mark.parametrize("mixing", MIXERS)
+def test_mixing_ignores_padding_layout(mixing):
+    """The same examples padded to different lengths, or with unread positions between their
+    tokens, get the same corrections; an example with no token read changes nothing."""
+    side = _mixing_side(mixing)
     states = torch.randn(3, 5, 32)
     short = torch.tensor([[True, True, True], [True, True, False]])
     long = torch.tensor([[True, True, True, False, False, False], [True, True, False, False, False, False]])
-    torch.testing.assert_close(side(states, read=short), side(states, read=long))
+    holes = torch.tensor([[True, False, True, False, True], [False, False, False, False, False],
+                          [False, True, False, True, False]])
+    expected = side(states, read=short)
+    torch.testing.assert_close(side(states, read=long), expected)
+    torch.testing.assert_close(side(states, read=holes), expected)
 
 
-def test_chunked_mixing_gives_the_same_correction_and_gradients():
+def test_rnn_mixing_reads_the_tokens_in_order():
+    """Unlike attention (no positions), the RNN's corrections depend on the order of the tokens."""
+    side = _mixing_side("rnn")
+    states, read = torch.randn(3, 3, 32), torch.ones(1, 3, dtype=torch.bool)
+    reversed_order = side(states.flip(1), read=read).flip(0)
+    assert not torch.allclose(reversed_order, side(states, read=read))
+
+
+@pytest.mark.parametrize("mixing", MIXERS)
+def test_chunked_mixing_gives_the_same_correction_and_gradients(mixing):
     torch.manual_seed(1)
     read = torch.rand(6, 50) < 0.8                # 6 examples, ragged
     states = torch.randn(4, int(read.sum()), 32)
     results = []
     for chunk in (None, 64):
-        side = _mixing_side(chunk)
+        side = _mixing_side(mixing, chunk)
         correction = side(states, read=read)
         correction.pow(2).sum().backward()
         results.append((correction.detach(), {n: p.grad for n, p in side.named_parameters()}))
@@ -236,7 +258,7 @@ def test_chunked_mixing_gives_the_same_correction_and_gradients():
 
 # ---- bfloat16 compute (side_dtype) ---------------------------------------------------------------
 @pytest.mark.parametrize("rnn_type, joiner, mixing", [("lstm", "norm", "none"), ("gru", "projection", "none"),
-                                                      ("lstm", "norm", "attention")])
+                                                      ("lstm", "norm", "attention"), ("gru", "norm", "rnn")])
 def test_bfloat16_compute_stays_close_to_float32_and_trains_float32_weights(rnn_type, joiner, mixing):
     torch.manual_seed(0)
     states, read = torch.randn(4, 40, 32), torch.ones(5, 8, dtype=torch.bool)

@@ -24,7 +24,7 @@ TASK_TYPES = ("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM")
 RNN_TYPES = ("gru", "lstm", "rnn")
 AGGREGATIONS = ("mean", "last")
 POOLINGS = ("cls", "mean", "mean_max", "attention", "last", "pair")
-MIXINGS = ("none", "attention")
+MIXINGS = ("none", "attention", "rnn")
 JOINERS = ("norm", "projection")
 
 
@@ -91,7 +91,9 @@ class ReadConfig:
                           "is the paper's READ (each token corrected from its own states alone); "
                           "attention adds one light self-attention layer (4 heads, width rnn_dim) over "
                           "each example's tokens before W_out, so the correction of a token can depend "
-                          "on the other tokens (and on the other sentence of a pair)."},
+                          "on the other tokens (and on the other sentence of a pair); rnn runs one "
+                          "bidirectional RNN of rnn_type over the tokens instead (rnn_dim/2 per "
+                          "direction), nonlinear in a token's neighbours."},
     )
     joiner: str = field(
         default="norm",
@@ -154,7 +156,7 @@ class ReadConfig:
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ConfigError(f"pooling={short(self.pooling)}: choose {', '.join(POOLINGS)} or None")
         if self.mixing not in MIXINGS:
-            raise ConfigError(f"mixing={short(self.mixing)}: choose {' or '.join(MIXINGS)}")
+            raise ConfigError(f"mixing={short(self.mixing)}: choose {', '.join(MIXINGS)}")
         if self.joiner not in JOINERS:
             raise ConfigError(f"joiner={short(self.joiner)}: choose {' or '.join(JOINERS)}")
         if self.mixing != "none" and self.task_type != "SEQ_CLS":
@@ -165,6 +167,8 @@ class ReadConfig:
         if self.mixing == "attention" and self.rnn_dim % 4:
             raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='attention' splits it over 4 heads; "
                               f"use a multiple of 4")
+        if self.mixing == "rnn" and self.rnn_dim % 2:
+            raise ConfigError(f"rnn_dim={self.rnn_dim}: mixing='rnn' runs rnn_dim/2 per direction; use an even number")
         if self.bidirectional and (self.rnn_dim % 2 or self.aggregation != "mean"):
             raise ConfigError(f"bidirectional=True runs rnn_dim/2 per direction and averages over depth: use an "
                               f"even rnn_dim (got {self.rnn_dim}) and aggregation='mean' (got {self.aggregation!r})")

@@ -432,7 +432,9 @@ def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_l
         rnn = directions * (gates * h * (width + h) + 2 * gates * h)  # input + hidden weights, two biases
         return joiner + rnn + r * d                               # + W_out (no bias)
 
-    mixer = 4 * r * r + 4 * r + 2 * r if config.mixing == "attention" else 0  # q/k/v/out + biases, LayerNorm
+    mixer = {"attention": 4 * r * r + 4 * r + 2 * r,   # q/k/v/out + biases, LayerNorm
+             "rnn": 2 * (gates * (r // 2) * (r + r // 2) + 2 * gates * (r // 2)) + 2 * r,  # 2 directions, LayerNorm
+             "none": 0}[config.mixing]
     total = side(cross=kind == "seq2seq") + mixer + (side(cross=False) if kind == "seq2seq" else 0)
     features, query = pooled_size(d, config.pooling or "mean"), d if config.pooling == "attention" else 0
     return total + (0 if num_labels is None else features * num_labels + num_labels + query)

@@ -26,8 +26,12 @@ example's tokens in side space (width r), after the depth recurrence and before 
     per example: h -> h + SelfAttention(LayerNorm(h))                        (B, T, r)
     per token:   -> W_out (r -> d), zero-initialised                         (M, d)
 
-It still reads only the frozen states (nothing backpropagates into the backbone) and W_out still
-starts at zero, so a fresh model is still exactly the backbone.
+``mixing="rnn"`` runs one bidirectional RNN over the tokens in its place: under mean pooling
+and a linear head, attention's output reaches the logits only as a learned weighting of the
+tokens, while the RNN's is nonlinear in a token's neighbours ("not" before "good"). Neither
+became a default (README, "What we tried"). Both still read only the frozen states (nothing
+backpropagates into the backbone) and W_out still starts at zero, so a fresh model is still
+exactly the backbone.
 
 Projecting Joiner (``joiner="projection"``, a departure from the paper, chosen on validation:
 README, "A cheaper side network"). The paper's Joiner hands the RNN the d-wide normalised state, so
@@ -52,6 +56,7 @@ model.py wires them together.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Union
 
 import torch
@@ -66,6 +71,33 @@ SIDE_DTYPES = ("auto", "float32", "bfloat16")
 def cpu_has_amx() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in AMX tiles (Intel Sapphire Rapids on)."""
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+@functools.cache
+def onednn_runs_bfloat16_lstm() -> bool:
+    """Whether oneDNN runs an LSTM in bfloat16 on this CPU: its bfloat16 kernels need AVX-512, and on
+    an AVX2 CPU it refuses the LSTM ("could not create a primitive descriptor"). Tried once, tiny."""
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            nn.LSTM(8, 8)(torch.zeros(1, 1, 8))
+        return True
+    except RuntimeError:
+        return False
+
+
+def run_rnn(rnn: nn.RNNBase, x):
+    """rnn(x), also under bfloat16 autocast on a CPU where oneDNN has no bfloat16 LSTM: there it
+    runs PyTorch's own kernels instead of refusing (slower, but such a CPU has nothing faster for
+    bfloat16 anyway; ``auto`` keeps it in float32)."""
+    if (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+            and not onednn_runs_bfloat16_lstm()):
+        mkldnn = torch.backends.mkldnn
+        enabled, mkldnn.enabled = mkldnn.enabled, False  # (its flags() would reset TF32 settings too)
+        try:
+            return rnn(x)
+        finally:
+            mkldnn.enabled = enabled
+    return rnn(x)
 
 
 def resolve_side_dtype(name: str, device: Union[str, torch.device]) -> str:
@@ -221,6 +253,32 @@ class TokenMixer(nn.Module):
         return h + mixed[rows, cols]
 
 
+class TokenRNN(nn.Module):
+    """One pre-norm bidirectional RNN, with a residual, over each example's tokens in side space
+    (width/2 per direction). Padding is never read: each row's tokens are packed, so the output
+    keeps the input's token layout whatever the padding (or holes) around them."""
+
+    def __init__(self, dim: int, rnn_type: str = "lstm"):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.rnn = _RNNS[rnn_type](dim, dim // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, h: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+        """h (M, r): the tokens at the True positions of ``read`` (B, T), in row-major order."""
+        rows, cols = read.nonzero(as_tuple=True)
+        slots = (read.cumsum(1) - 1)[rows, cols]              # each token's place among its row's
+        lengths = read.sum(1)
+        grid = h.new_zeros(read.shape[0], int(lengths.max()), h.shape[-1]).index_put((rows, slots), h)
+        keep = lengths > 0                                     # pack refuses empty rows
+        packed = nn.utils.rnn.pack_padded_sequence(self.norm(grid[keep]), lengths[keep].cpu(),
+                                                   batch_first=True, enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(run_rnn(self.rnn, packed)[0], batch_first=True,
+                                                  total_length=grid.shape[1])
+        mixed = grid.new_zeros(grid.shape[0], grid.shape[1], out.shape[-1])
+        mixed[keep] = out
+        return h + mixed[rows, slots]
+
+
 class SideNetwork(nn.Module):
     """RNN over depth + aggregation (+ optional token mixing) + zero-initialised W_out.
 
@@ -255,7 +313,8 @@ class SideNetwork(nn.Module):
         self.rnn = _RNNS[rnn_type](rnn_input, rnn_dim // 2 if bidirectional else rnn_dim, bidirectional=bidirectional)
         self.aggregation = aggregation
         self.output_scale = output_scale
-        self.mixer = TokenMixer(rnn_dim) if mixing == "attention" else None
+        mixers = {"none": lambda: None, "attention": lambda: TokenMixer(rnn_dim), "rnn": lambda: TokenRNN(rnn_dim, rnn_type)}
+        self.mixer = mixers[mixing]()
         self.out = nn.Linear(rnn_dim, dim, bias=False)
         # Zero init: before the first update the model is exactly the frozen backbone.
         nn.init.zeros_(self.out.weight)
@@ -310,7 +369,7 @@ class SideNetwork(nn.Module):
     def _summary(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:
         """(L, M, d) -> (M, r): the RNN over depth, aggregated."""
         x = self.joiner(states.to(self.out.weight.dtype), cross)
-        outputs, _ = self.rnn(x)                     # h_0 = 0
+        outputs, _ = run_rnn(self.rnn, x)            # h_0 = 0
         return outputs.mean(0) if self.aggregation == "mean" else outputs[-1]
 
     def _correction(self, states: torch.Tensor, cross: Optional[torch.Tensor]) -> torch.Tensor:

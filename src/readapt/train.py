@@ -129,8 +129,9 @@ class TrainArgs:
                 "Sentence-BERT bi-encoder; implies --pooling pair) (default: each method's own, chosen on "
                 "validation: separate for read, joint for the others and for text-to-text models)"})
     mixing: str = field(default="none", metadata={
-        "help": "READ: token mixing after the depth recurrence: none (the paper's READ) or attention "
-                "(one light self-attention layer over each example's tokens in side space)"})
+        "help": "READ: token mixing after the depth recurrence: none (the paper's READ), attention "
+                "(one light self-attention layer over each example's tokens in side space) or rnn (one "
+                "bidirectional RNN over them)"})
     joiner: Optional[str] = field(default=None, metadata={
         "help": "READ: how each layer's state enters the RNN: norm (the paper's Joiner, d-wide) or projection "
                 "(one shared Linear to width --rnn-dim first: cheaper per token and layer) (default, chosen on "
