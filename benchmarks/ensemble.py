@@ -10,7 +10,6 @@ Usage: python benchmarks/ensemble.py [--out DIR] [--task glue/sst2] [--seeds 0 1
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from readapt.data import load_task
 from readapt.evaluate import encode_split, predict_proba
 from readapt.train import load_run
+from variants_table import fmt  # mean ± std over seeds, as every variant table writes it
 
 SPLITS = ("validation", "test")
 
@@ -46,10 +46,6 @@ def probabilities(run: Path, data) -> dict[str, np.ndarray]:
     model, tokenizer, spec, args, text_to_text, device = load_run(run, "cpu")
     return {split: predict_proba(model, encode_split(getattr(data, split), spec, tokenizer, args.max_length, text_to_text),
                                  spec, tokenizer, 64, device, text_to_text, desc=split) for split in SPLITS}
-
-
-def fmt(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
 def main() -> None:

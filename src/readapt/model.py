@@ -423,17 +423,19 @@ def trainable_parameters(config: ReadConfig, d: int, norm: str, kind: str, num_l
     """The number of parameters ReadModel will train, computed before building anything."""
     gates, r = _GATES[config.rnn_type], config.rnn_dim
 
+    def rnn(width: int, h: int, directions: int) -> int:               # input + hidden weights, two biases
+        return directions * (gates * h * (width + h) + 2 * gates * h)
+
     def side(cross: bool) -> int:
         if config.joiner == "projection":                         # W_in (+ bias), W_c; the RNN reads width r
             joiner, width = d * r + r + (d * r if cross else 0), r
         else:                                                     # norm (RMSNorm: weight; LayerNorm: + bias)
             joiner, width = (d if norm == "rmsnorm" else 2 * d) + (2 * d * d + d if cross else 0), d
-        h, directions = (r // 2, 2) if config.bidirectional else (r, 1)  # per direction
-        rnn = directions * (gates * h * (width + h) + 2 * gates * h)  # input + hidden weights, two biases
-        return joiner + rnn + r * d                               # + W_out (no bias)
+        depth = rnn(width, r // 2, 2) if config.bidirectional else rnn(width, r, 1)
+        return joiner + depth + r * d                             # + W_out (no bias)
 
-    mixer = {"attention": 4 * r * r + 4 * r + 2 * r,   # q/k/v/out + biases, LayerNorm
-             "rnn": 2 * (gates * (r // 2) * (r + r // 2) + 2 * gates * (r // 2)) + 2 * r,  # 2 directions, LayerNorm
+    mixer = {"attention": 4 * r * r + 4 * r + 2 * r,             # q/k/v/out + biases, LayerNorm
+             "rnn": rnn(r, r // 2, 2) + 2 * r,                    # both directions over the tokens, LayerNorm
              "none": 0}[config.mixing]
     total = side(cross=kind == "seq2seq") + mixer + (side(cross=False) if kind == "seq2seq" else 0)
     features, query = pooled_size(d, config.pooling or "mean"), d if config.pooling == "attention" else 0

@@ -313,8 +313,11 @@ class SideNetwork(nn.Module):
         self.rnn = _RNNS[rnn_type](rnn_input, rnn_dim // 2 if bidirectional else rnn_dim, bidirectional=bidirectional)
         self.aggregation = aggregation
         self.output_scale = output_scale
-        mixers = {"none": lambda: None, "attention": lambda: TokenMixer(rnn_dim), "rnn": lambda: TokenRNN(rnn_dim, rnn_type)}
-        self.mixer = mixers[mixing]()
+        self.mixer: Optional[nn.Module] = None
+        if mixing == "attention":
+            self.mixer = TokenMixer(rnn_dim)
+        elif mixing == "rnn":
+            self.mixer = TokenRNN(rnn_dim, rnn_type)
         self.out = nn.Linear(rnn_dim, dim, bias=False)
         # Zero init: before the first update the model is exactly the frozen backbone.
         nn.init.zeros_(self.out.weight)
